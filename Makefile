@@ -1,0 +1,59 @@
+# lamina's build. `make install` sets up everything (apt packages, Go
+# modules, binaries); `make test` runs the whole test suite.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+PREFIX    ?= /usr/local
+APT_PKGS  := fuse3 fuse-overlayfs unionfs-fuse attr busybox-static libseccomp-dev python3 fio
+TEST_TIMEOUT ?= 20m
+export LAMINA_BIN_DIR := $(BIN)
+
+.PHONY: all deps build install test test-short bench fuzz lint busybox-image peer-test clean
+
+all: build
+
+# deps installs the Debian packages lamina and its tests use, if missing,
+# and downloads the Go modules.
+deps:
+	@missing=""; for p in $(APT_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v staticcheck >/dev/null 2>&1 || [ -x $$($(GO) env GOPATH)/bin/staticcheck ] || \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN)/lamina ./cmd/lamina
+	$(GO) build -o $(BIN)/laminafs ./cmd/laminafs
+
+install: deps build
+	install -m 0755 $(BIN)/lamina $(PREFIX)/bin/lamina
+	install -m 0755 $(BIN)/laminafs $(PREFIX)/bin/laminafs
+
+test: deps build
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# test-short skips the long differential and crash runs.
+test-short: build
+	$(GO) test -short -count=1 ./...
+
+bench: deps build
+	$(BIN)/lamina bench --json docs/bench.json
+
+fuzz: build
+	$(GO) test ./fuzz -run '^$$' -fuzz FuzzOps -fuzztime 60s
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$$( command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck ) ./...
+
+# peer-test runs unionmount-testsuite against laminafs (about 10 minutes).
+peer-test: build
+	UM_STRICT_DIRRENAME=1 UNIONFS_BIN=$(BIN)/laminafs ../shared/peer-tests/unionmount.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,105 @@
+// Package cli holds lamina's docker-compatible commands: flags, output
+// tables and --format templates. It has no business logic of its own: each
+// command parses its arguments and calls layerstore, runtime, fs or bench.
+//
+// User-facing errors are made here, once: a command returns an error and
+// Main prints it as "lamina: <what>: <why>" and exits with the code docker
+// would use (125 for lamina's own errors unless a StatusError says otherwise).
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// App carries what every command needs: where the store is and where output
+// goes. One App is made per process in Main; nothing here is global.
+type App struct {
+	Root   string // store root (--root, LAMINA_ROOT, default /var/lib/lamina)
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// DefaultRoot is the store root when neither --root nor LAMINA_ROOT is set.
+const DefaultRoot = "/var/lib/lamina"
+
+// StatusError is an error that ends the process with a given exit code, as
+// docker does: 125 for lamina's errors, 126 cannot execute, 127 not found,
+// or the container's own exit status. An empty Err prints nothing.
+type StatusError struct {
+	Code int
+	Err  error
+}
+
+func (e *StatusError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// NewRoot builds the lamina command tree for app.
+func NewRoot(app *App) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "lamina",
+		Short:         "Docker's image and container model, daemonless, on a userspace union filesystem",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if app.Root == "" {
+				app.Root = DefaultRoot
+			}
+			return nil
+		},
+	}
+	root.SetIn(app.Stdin)
+	root.SetOut(app.Stdout)
+	root.SetErr(app.Stderr)
+	def := os.Getenv("LAMINA_ROOT")
+	if def == "" {
+		def = DefaultRoot
+	}
+	root.PersistentFlags().StringVar(&app.Root, "root", def, "root directory of the lamina store (env LAMINA_ROOT)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &StatusError{Code: 125, Err: fmt.Errorf("%s: %w\nSee 'lamina %s --help'", c.Name(), err, c.Name())}
+	})
+	for _, add := range []func(*App) []*cobra.Command{
+		imageCommands,
+		containerCommands,
+		mountCommands,
+		benchCommands,
+	} {
+		root.AddCommand(add(app)...)
+	}
+	return root
+}
+
+// Main runs lamina with args (without the program name) and returns the
+// process exit code. It never panics on a user's mistake: errors print as
+// "lamina: ..." on stderr.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	root := NewRoot(app)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	code := 125
+	var se *StatusError
+	if errors.As(err, &se) {
+		code = se.Code
+		if se.Err == nil {
+			return code
+		}
+	}
+	fmt.Fprintf(stderr, "lamina: %v\n", err)
+	return code
+}

@@ -1,0 +1,166 @@
+// Package testutil holds what lamina's tests share: the privileged-test
+// gate, the project's binaries built once per test process, and a busybox
+// root filesystem made from Debian's busybox-static package.
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// RequirePrivileged skips t unless the process is root and /dev/fuse
+// exists. With LAMINA_REQUIRE_PRIVILEGED=1 (as CI sets it) the missing
+// privilege fails the test instead: a skipped privileged test proves nothing.
+func RequirePrivileged(t testing.TB) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "needs root"
+	default:
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			why = "needs /dev/fuse"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("LAMINA_REQUIRE_PRIVILEGED") == "1" {
+		t.Fatalf("%s, and LAMINA_REQUIRE_PRIVILEGED=1", why)
+	}
+	t.Skip(why)
+}
+
+// RequireCommand skips t when a peer program is not installed, or fails it
+// under LAMINA_REQUIRE_PRIVILEGED=1 when required is true.
+func RequireCommand(t testing.TB, name string, required bool) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if required && os.Getenv("LAMINA_REQUIRE_PRIVILEGED") == "1" {
+		t.Fatalf("%s is not installed, and LAMINA_REQUIRE_PRIVILEGED=1 (run make deps)", name)
+	}
+	t.Skipf("%s is not installed", name)
+	return ""
+}
+
+var (
+	buildMu  sync.Mutex
+	built    = map[string]string{}
+	buildDir string
+)
+
+// Binary returns the path of one of the project's commands (laminafs,
+// lamina). It uses $LAMINA_BIN_DIR when set (the Makefile builds there),
+// else builds the command once per test process.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	if dir := os.Getenv("LAMINA_BIN_DIR"); dir != "" {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[name]; ok {
+		return p
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "lamina-testbin-")
+		if err != nil {
+			t.Fatalf("temp dir for binaries: %v", err)
+		}
+		buildDir = d
+	}
+	p := filepath.Join(buildDir, name)
+	cmd := exec.Command("go", "build", "-o", p, "./cmd/"+name)
+	cmd.Dir = ModuleRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	built[name] = p
+	return p
+}
+
+// ModuleRoot is the directory holding go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot find module root")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BusyboxRootfs makes a minimal root filesystem in dir: /bin/busybox from
+// Debian's busybox-static with its applets as symlinks, /etc/passwd and
+// /etc/group, and the usual empty directories.
+func BusyboxRootfs(t testing.TB, dir string) {
+	t.Helper()
+	if err := MakeBusyboxRootfs(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// MakeBusyboxRootfs is BusyboxRootfs for non-test callers.
+func MakeBusyboxRootfs(dir string) error {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+			if _, e := os.Stat(p); e == nil {
+				bb = p
+				err = nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("busybox rootfs: busybox-static is not installed (run make deps)")
+	}
+	for _, d := range []string{"bin", "etc", "dev", "proc", "sys", "tmp", "root", "home", "var", "usr/bin"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return fmt.Errorf("busybox rootfs: %w", err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		return fmt.Errorf("busybox rootfs: %w", err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		return fmt.Errorf("busybox rootfs: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		return fmt.Errorf("busybox rootfs: %w", err)
+	}
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		return fmt.Errorf("busybox --list: %w", err)
+	}
+	for _, name := range strings.Fields(string(out)) {
+		if name == "busybox" {
+			continue
+		}
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", name)); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("busybox rootfs: %w", err)
+		}
+	}
+	files := map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("busybox rootfs: %w", err)
+		}
+	}
+	return nil
+}
