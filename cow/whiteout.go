@@ -1,0 +1,161 @@
+// Package cow manages the upper (read-write) layer of a union on disk,
+// independent of FUSE: copy-up of files, symlinks, special files and
+// directories from a lower layer; whiteouts and opaque markers in the
+// kernel overlay format; and private xattrs that must stay hidden.
+//
+// Every change that makes something appear in the upper layer is built in
+// the work directory (same filesystem as the upper) and moved into place by
+// a single rename or link, so a crash at any moment never leaves a
+// half-written object visible in the union.
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// XattrNS is the xattr namespace of overlay's private attributes:
+// "trusted.overlay." when running as root (what kernel overlay reads by
+// default), "user.overlay." otherwise (overlay's userxattr option).
+type XattrNS string
+
+const (
+	TrustedNS XattrNS = "trusted.overlay."
+	UserNS    XattrNS = "user.overlay."
+)
+
+// DefaultNS is the namespace a process with our privileges can write.
+func DefaultNS() XattrNS {
+	if os.Geteuid() == 0 {
+		return TrustedNS
+	}
+	return UserNS
+}
+
+// Opaque is the name of the opaque-directory xattr in ns.
+func (ns XattrNS) Opaque() string { return string(ns) + "opaque" }
+
+// Redirect is the name of the directory-redirect xattr in ns.
+func (ns XattrNS) Redirect() string { return string(ns) + "redirect" }
+
+// OCI whiteout names, as found in image layer tars and in layers unpacked
+// by tools that keep them as files.
+const (
+	OCIWhiteoutPrefix = ".wh."
+	OCIOpaqueMarker   = ".wh..wh..opq"
+)
+
+// IsPrivateXattr reports whether name is one of overlay's own attributes
+// (in either namespace), which the union hides from its users.
+func IsPrivateXattr(name string) bool {
+	return strings.HasPrefix(name, string(TrustedNS)) || strings.HasPrefix(name, string(UserNS))
+}
+
+// IsWhiteoutStat reports whether st describes a kernel-format whiteout: a
+// character device with device number 0/0.
+func IsWhiteoutStat(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// IsOpaque reports whether the directory at path carries an opaque marker
+// in either xattr namespace. (OCI ".wh..wh..opq" files are found by the
+// union's directory index, which reads every lower directory anyway.)
+func IsOpaque(path string) bool {
+	var buf [4]byte
+	for _, ns := range []XattrNS{TrustedNS, UserNS} {
+		n, err := unix.Lgetxattr(path, ns.Opaque(), buf[:])
+		if err == nil && n >= 1 && buf[0] == 'y' {
+			return true
+		}
+	}
+	return false
+}
+
+// Redirect returns the redirect xattr of the directory at path, or "".
+func Redirect(path string) string {
+	buf := make([]byte, 4096)
+	for _, ns := range []XattrNS{TrustedNS, UserNS} {
+		n, err := unix.Lgetxattr(path, ns.Redirect(), buf)
+		if err == nil && n > 0 {
+			return string(buf[:n])
+		}
+	}
+	return ""
+}
+
+// MakeWhiteout atomically replaces (or creates) dir/name with a whiteout.
+// The whiteout is made in work and renamed into place; if dir/name is a
+// directory it is exchanged and the old directory is removed from work.
+func MakeWhiteout(work string, dirfd int, name string) error {
+	tmp, err := tempName(work)
+	if err != nil {
+		return err
+	}
+	if err := unix.Mknod(tmp, unix.S_IFCHR|0o000, 0); err != nil {
+		return fmt.Errorf("whiteout %s: mknod: %w", name, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, dirfd, name, unix.RENAME_EXCHANGE); err != nil {
+			_ = unix.Unlink(tmp)
+			return fmt.Errorf("whiteout %s: exchange: %w", name, err)
+		}
+		return os.RemoveAll(tmp)
+	}
+	if err := unix.Renameat(unix.AT_FDCWD, tmp, dirfd, name); err != nil {
+		_ = unix.Unlink(tmp)
+		return fmt.Errorf("whiteout %s: %w", name, err)
+	}
+	return nil
+}
+
+// SetOpaque marks the directory at path opaque.
+func SetOpaque(ns XattrNS, path string) error {
+	if err := unix.Lsetxattr(path, ns.Opaque(), []byte("y"), 0); err != nil {
+		return fmt.Errorf("mark %s opaque: %w", path, err)
+	}
+	return nil
+}
+
+// RemoveWhiteouts deletes the whiteouts (and only whiteouts) directly in
+// the directory dir; it fails with ENOTEMPTY if anything else is there.
+// It is used before removing or replacing a directory that the union shows
+// as empty.
+func RemoveWhiteouts(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := dir + "/" + e.Name()
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if !IsWhiteoutStat(&st) {
+			return unix.ENOTEMPTY
+		}
+		if err := unix.Unlink(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tempName returns a fresh name in work that does not exist yet.
+func tempName(work string) (string, error) {
+	f, err := os.CreateTemp(work, "cow-")
+	if err != nil {
+		return "", fmt.Errorf("temp in workdir: %w", err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	return name, nil
+}

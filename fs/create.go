@@ -1,0 +1,227 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/lamina-project/lamina/cow"
+)
+
+// owner is the uid and gid a new object gets: the caller's, or the
+// directory's group when it has the set-group-ID bit (and then a new
+// directory inherits the bit), as the kernel does on a local filesystem.
+func (u *union) owner(ctx context.Context, parentUpper string, isDir bool) (uid, gid int, sgid bool) {
+	uid, gid = os.Geteuid(), os.Getegid()
+	if c, ok := fuse.FromContext(ctx); ok {
+		uid, gid = int(c.Uid), int(c.Gid)
+	}
+	var st unix.Stat_t
+	if unix.Stat(parentUpper, &st) == nil && st.Mode&unix.S_ISGID != 0 {
+		gid = int(st.Gid)
+		sgid = isDir
+	}
+	return uid, gid, sgid
+}
+
+// createIn makes a new object called name in directory n: directly in
+// the upper directory when the name is free there, or in the work dir and
+// then moved over a whiteout of a lower object (a new directory there is
+// opaque, as in overlay). mk makes the object at the path it is given
+// with the mode bits it needs; unless link, it is then given the caller
+// as owner (a new hard link keeps its file's owner).
+//
+// Preconditions: u.mu is held for writing.
+func (u *union) createIn(ctx context.Context, n *node, name string, isDir, link bool, mk func(p string) error) syscall.Errno {
+	if u.readOnly() {
+		return syscall.EROFS
+	}
+	if _, errno := u.resolve(n, name); errno == 0 {
+		return syscall.EEXIST
+	} else if errno != syscall.ENOENT {
+		return errno
+	}
+	if errno := u.copyUpDir(n); errno != 0 {
+		return errno
+	}
+	parentPath := u.upperPath(n.rel())
+	final := u.upperPath(n.childRel(name))
+	var st unix.Stat_t
+	whiteout := unix.Lstat(final, &st) == nil && cow.IsWhiteoutStat(&st)
+	target := final
+	if whiteout {
+		tmp, err := tempName(u.work)
+		if err != nil {
+			return errnoOf(err)
+		}
+		target = tmp
+	}
+	if err := mk(target); err != nil {
+		return errnoOf(err)
+	}
+	uid, gid, sgid := u.owner(ctx, parentPath, isDir)
+	fail := func(err error) syscall.Errno {
+		_ = os.RemoveAll(target)
+		return errnoOf(err)
+	}
+	if !link {
+		if err := unix.Lchown(target, uid, gid); err != nil {
+			return fail(err)
+		}
+	}
+	if sgid {
+		if err := unix.Lstat(target, &st); err != nil {
+			return fail(err)
+		}
+		if err := unix.Chmod(target, (st.Mode&^unix.S_IFMT)|unix.S_ISGID); err != nil {
+			return fail(err)
+		}
+	}
+	if !whiteout {
+		return 0
+	}
+	if isDir {
+		if err := cow.SetOpaque(u.ns, target); err != nil {
+			return fail(err)
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, target, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE); err != nil {
+			return fail(err)
+		}
+		_ = unix.Unlink(target) // now the old whiteout
+		return 0
+	}
+	if err := unix.Rename(target, final); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// tempName is a fresh path in the work dir.
+func tempName(work string) (string, error) {
+	f, err := os.CreateTemp(work, "new-")
+	if err != nil {
+		return "", err
+	}
+	name := f.Name()
+	f.Close()
+	return name, os.Remove(name)
+}
+
+// lookupNew resolves a freshly made child and gives its inode.
+//
+// Preconditions: u.mu is held.
+func (u *union) lookupNew(ctx context.Context, n *node, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	e, errno := u.resolve(n, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return u.newNode(ctx, n, &e, out), 0
+}
+
+var _ = (gofs.NodeMkdirer)((*node)(nil))
+
+// Mkdir implements gofs.NodeMkdirer.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	u := n.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if errno := u.createIn(ctx, n, name, true, false, func(p string) error {
+		if err := unix.Mkdir(p, mode&07777); err != nil {
+			return err
+		}
+		return unix.Chmod(p, mode&07777)
+	}); errno != 0 {
+		return nil, errno
+	}
+	return u.lookupNew(ctx, n, name, out)
+}
+
+var _ = (gofs.NodeMknoder)((*node)(nil))
+
+// Mknod implements gofs.NodeMknoder.
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	u := n.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if errno := u.createIn(ctx, n, name, false, false, func(p string) error {
+		if err := unix.Mknod(p, mode, int(rdev)); err != nil {
+			return err
+		}
+		return unix.Chmod(p, mode&07777)
+	}); errno != 0 {
+		return nil, errno
+	}
+	return u.lookupNew(ctx, n, name, out)
+}
+
+var _ = (gofs.NodeSymlinker)((*node)(nil))
+
+// Symlink implements gofs.NodeSymlinker.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	u := n.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if errno := u.createIn(ctx, n, name, false, false, func(p string) error {
+		return unix.Symlink(target, p)
+	}); errno != 0 {
+		return nil, errno
+	}
+	return u.lookupNew(ctx, n, name, out)
+}
+
+var _ = (gofs.NodeCreater)((*node)(nil))
+
+// Create implements gofs.NodeCreater.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	u := n.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if errno := u.createIn(ctx, n, name, false, false, func(p string) error {
+		fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode&07777)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		return unix.Chmod(p, mode&07777)
+	}); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	ch, errno := u.lookupNew(ctx, n, name, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	cn := ch.Operations().(*node)
+	fh, fflags, errno := u.openReal(cn, u.upperPath(n.childRel(name)), flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ch, fh, fflags, 0
+}
+
+var _ = (gofs.NodeLinker)((*node)(nil))
+
+// Link implements gofs.NodeLinker: the target is copied up (with its
+// other names) and linked in the upper layer.
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	u := n.u
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if errno := u.copyUp(tn, false); errno != 0 {
+		return nil, errno
+	}
+	src := u.upperPath(tn.rel())
+	if errno := u.createIn(ctx, n, name, false, true, func(p string) error {
+		return unix.Link(src, p)
+	}); errno != 0 {
+		return nil, errno
+	}
+	return u.lookupNew(ctx, n, name, out)
+}

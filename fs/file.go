@@ -1,0 +1,195 @@
+package fs
+
+import (
+	"context"
+	"strconv"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// file is an open file of the union: a descriptor of the real file in
+// the upper or a lower layer. Data goes straight to it (or, for
+// ptFile, straight from the kernel to it with FUSE passthrough).
+type file struct {
+	gofs.FileHandle // a go-fuse LoopbackFile on fd: read, write, fsync, lseek, allocate, ...
+	n               *node
+	fd              int
+	lowerPT         bool // counted in n.lowerPT
+}
+
+// ptFile is a file the kernel may serve with FUSE passthrough.
+type ptFile struct{ *file }
+
+// PassthroughFd implements gofs.FilePassthroughFder.
+func (f ptFile) PassthroughFd() (int, bool) { return f.fd, true }
+
+var (
+	_ = (gofs.FileReader)((*file)(nil))
+	_ = (gofs.FileWriter)((*file)(nil))
+	_ = (gofs.FileReleaser)((*file)(nil))
+	_ = (gofs.FilePassthroughFder)(ptFile{})
+)
+
+func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return f.FileHandle.(gofs.FileReader).Read(ctx, dest, off)
+}
+
+func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	return f.FileHandle.(gofs.FileWriter).Write(ctx, data, off)
+}
+
+func (f *file) Flush(ctx context.Context) syscall.Errno {
+	return f.FileHandle.(gofs.FileFlusher).Flush(ctx)
+}
+
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return f.FileHandle.(gofs.FileFsyncer).Fsync(ctx, flags)
+}
+
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	return f.FileHandle.(gofs.FileLseeker).Lseek(ctx, off, whence)
+}
+
+func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return f.FileHandle.(gofs.FileAllocater).Allocate(ctx, off, size, mode)
+}
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	if f.lowerPT {
+		f.n.lowerPT.Add(-1)
+	}
+	return f.FileHandle.(gofs.FileReleaser).Release(ctx)
+}
+
+// openReal opens the real file at p for node n and picks the handle kind:
+// passthrough unless the kernel still holds a lower backing file for this
+// inode (it keeps one backing file per inode, and a file copied up since
+// must not be served from its lower original).
+//
+// Preconditions: u.mu is held.
+func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	flags &^= unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY
+	fd, err := unix.Open(p, int(flags)|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, 0, gofs.ToErrno(err)
+	}
+	f := &file{FileHandle: gofs.NewLoopbackFile(fd), n: n, fd: fd}
+	switch {
+	case !n.upper:
+		f.lowerPT = true
+		n.lowerPT.Add(1)
+		return ptFile{f}, 0, 0
+	case n.lowerPT.Load() > 0:
+		return f, fuse.FOPEN_DIRECT_IO, 0
+	default:
+		return ptFile{f}, 0, 0
+	}
+}
+
+var _ = (gofs.NodeOpener)((*node)(nil))
+
+// Open implements gofs.NodeOpener: an open for writing (or truncation)
+// copies the file up first.
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	u := n.u
+	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
+	if !write {
+		u.mu.RLock()
+		defer u.mu.RUnlock()
+		return u.openReal(n, n.realPath(), flags)
+	}
+	if u.readOnly() {
+		return nil, 0, syscall.EROFS
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if errno := u.copyUp(n, flags&unix.O_TRUNC != 0); errno != 0 {
+		return nil, 0, errno
+	}
+	return u.openReal(n, n.realPath(), flags)
+}
+
+var _ = (gofs.NodeSetattrer)((*node)(nil))
+
+// Setattr implements gofs.NodeSetattrer: any change copies up first, then
+// applies to the upper copy by path (an open lower descriptor must not be
+// changed), or by descriptor when the file has no name left.
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	u := n.u
+	if u.readOnly() {
+		return syscall.EROFS
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	sz, hasSize := in.GetSize()
+	if errno := u.copyUp(n, hasSize && sz == 0); errno != 0 {
+		return errno
+	}
+	p := u.upperPath(n.rel())
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		f, ok := fh.(*file)
+		if pf, ok2 := fh.(ptFile); ok2 {
+			f, ok = pf.file, true
+		}
+		if !ok {
+			return gofs.ToErrno(err)
+		}
+		p = procFd(f.fd)
+	}
+	if m, ok := in.GetMode(); ok {
+		if err := unix.Fchmodat(unix.AT_FDCWD, p, m&07777, 0); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchownat(unix.AT_FDCWD, p, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if hasSize {
+		if err := unix.Truncate(p, int64(sz)); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if aok {
+			ts[0] = timespec(atime)
+		}
+		if mok {
+			ts[1] = timespec(mtime)
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if err := unix.Lstat(p, &st); err != nil {
+		return gofs.ToErrno(err)
+	}
+	e := entry{upper: true, upperSt: st, dirLowers: n.dirLowers}
+	u.fillAttr(n, &e, &out.Attr)
+	return 0
+}
+
+func timespec(t time.Time) unix.Timespec {
+	ts, _ := unix.TimeToTimespec(t)
+	return ts
+}
+
+func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }

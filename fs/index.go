@@ -1,0 +1,186 @@
+package fs
+
+import (
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lamina-project/lamina/cow"
+)
+
+// Lower layers never change while mounted, so each lower directory is
+// read once, the first time the union looks into it, and kept as a
+// dirIndex: a lookup of a name in a lower layer is then a map hit rather
+// than an lstat, and whiteouts in both dialects (kernel char 0/0 and OCI
+// ".wh.NAME") and the OCI opaque marker are found in the same pass.
+//
+// Invariant: a dirIndex is immutable once published; the lazily filled
+// stat cache of an entry is written once, atomically.
+
+// dirIndex is one lower directory's listing.
+type dirIndex struct {
+	missing   bool // the directory does not exist (or is not a directory) in this layer
+	opaque    bool // overlay opaque xattr or OCI ".wh..wh..opq"
+	redirect  string
+	entries   map[string]*lentry
+	whiteouts map[string]bool
+}
+
+// lentry is one name in a lower directory.
+type lentry struct {
+	typ uint32 // S_IFMT bits
+	ino uint64 // d_ino from getdents
+	st  atomic.Pointer[unix.Stat_t]
+}
+
+// layerIndex caches the listings of one lower layer.
+type layerIndex struct {
+	root string
+	dev  uint64 // st_dev of the layer root
+	mu   sync.Mutex // guards dirs
+	dirs map[string]*dirIndex
+}
+
+func newLayerIndex(root string, dev uint64) *layerIndex {
+	return &layerIndex{root: root, dev: dev, dirs: make(map[string]*dirIndex)}
+}
+
+// abs is the absolute path of rel ("" is the layer root) in the layer.
+func (l *layerIndex) abs(rel string) string {
+	if rel == "" {
+		return l.root
+	}
+	return l.root + "/" + rel
+}
+
+// dir returns the listing of the directory rel, reading it on first use.
+func (l *layerIndex) dir(rel string) *dirIndex {
+	l.mu.Lock()
+	d := l.dirs[rel]
+	l.mu.Unlock()
+	if d != nil {
+		return d
+	}
+	d = l.read(rel)
+	l.mu.Lock()
+	if old := l.dirs[rel]; old != nil {
+		d = old
+	} else {
+		l.dirs[rel] = d
+	}
+	l.mu.Unlock()
+	return d
+}
+
+// read lists the directory rel with getdents, classifying whiteouts.
+func (l *layerIndex) read(rel string) *dirIndex {
+	p := l.abs(rel)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return &dirIndex{missing: true}
+	}
+	defer unix.Close(fd)
+	d := &dirIndex{entries: make(map[string]*lentry), whiteouts: make(map[string]bool)}
+	d.opaque = cow.IsOpaque(p)
+	d.redirect = cow.Redirect(p)
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		for b := buf[:n]; len(b) > 0; {
+			ino, reclen, typ, name := parseDirent(b)
+			b = b[reclen:]
+			if name == "." || name == ".." || reclen == 0 {
+				continue
+			}
+			if strings.HasPrefix(name, cow.OCIWhiteoutPrefix) {
+				if name == cow.OCIOpaqueMarker {
+					d.opaque = true
+				} else if w := name[len(cow.OCIWhiteoutPrefix):]; w != "" {
+					d.whiteouts[w] = true
+				}
+				continue
+			}
+			e := &lentry{ino: ino, typ: dtToMode(typ)}
+			if typ == unix.DT_CHR || typ == unix.DT_UNKNOWN {
+				var st unix.Stat_t
+				if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+					continue
+				}
+				if cow.IsWhiteoutStat(&st) {
+					d.whiteouts[name] = true
+					continue
+				}
+				e.typ = st.Mode & unix.S_IFMT
+				e.st.Store(&st)
+			}
+			d.entries[name] = e
+		}
+	}
+	// A name with both an entry and an OCI whiteout in the same layer is
+	// a malformed layer; the whiteout wins, as in containerd's unpacker.
+	for w := range d.whiteouts {
+		delete(d.entries, w)
+	}
+	return d
+}
+
+// stat returns the (cached) lstat of the entry name in directory rel.
+func (l *layerIndex) stat(rel, name string, e *lentry) (*unix.Stat_t, error) {
+	if st := e.st.Load(); st != nil {
+		return st, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(l.abs(path.Join(rel, name)), &st); err != nil {
+		return nil, err
+	}
+	e.st.Store(&st)
+	return &st, nil
+}
+
+// parseDirent decodes one linux_dirent64 record.
+func parseDirent(b []byte) (ino uint64, reclen int, typ uint8, name string) {
+	if len(b) < 19 {
+		return 0, len(b), 0, ""
+	}
+	ino = *(*uint64)(unsafe.Pointer(&b[0]))
+	reclen = int(*(*uint16)(unsafe.Pointer(&b[16])))
+	if reclen > len(b) || reclen < 19 {
+		return 0, len(b), 0, ""
+	}
+	typ = b[18]
+	nb := b[19:reclen]
+	for i, c := range nb {
+		if c == 0 {
+			nb = nb[:i]
+			break
+		}
+	}
+	return ino, reclen, typ, string(nb)
+}
+
+func dtToMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_REG:
+		return unix.S_IFREG
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	}
+	return 0
+}

@@ -1,0 +1,102 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/lamina-project/lamina/cow"
+)
+
+// MountOptions tune how the union is served.
+type MountOptions struct {
+	// AllowOther lets users other than the mounter in (on by default as
+	// root, as fuse-overlayfs does, or every test that switches user
+	// fails). Permission checks are the kernel's (default_permissions)
+	// on the attributes the union shows.
+	AllowOther bool
+	// ReadOnly mounts read-only even with an upper layer.
+	ReadOnly bool
+	// NoPassthrough turns FUSE passthrough off (for A/B measurements).
+	NoPassthrough bool
+	// CacheTimeout is how long the kernel may cache entries and
+	// attributes. laminafs is the only writer of its layers, so this can
+	// be long; zero means one hour.
+	CacheTimeout time.Duration
+	// Debug logs every FUSE request.
+	Debug bool
+	// FsName is shown as the mount's source in /proc/mounts.
+	FsName string
+}
+
+// Mount serves the union cfg at target until it is unmounted. The server
+// runs in the background; call Wait on it to block until unmounted.
+func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
+	u, err := newUnion(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		return nil, fmt.Errorf("mountpoint %s: %w", target, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, fmt.Errorf("mountpoint %s: %w", target, syscall.ENOTDIR)
+	}
+	root := &node{u: u, upper: u.upper != "", ino: 1}
+	if root.upper && cow.IsOpaque(u.upper) {
+		root.opaque = true
+	} else {
+		for j, l := range u.lowers {
+			root.dirLowers = append(root.dirLowers, src{layer: j})
+			if l.dir("").opaque {
+				break
+			}
+		}
+	}
+	u.root = root
+	// Objects are created with exactly the mode the caller asked for
+	// (the kernel already applied the caller's umask).
+	unix.Umask(0)
+
+	timeout := opts.CacheTimeout
+	if timeout == 0 {
+		timeout = time.Hour
+	}
+	fsOpts := &gofs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		MountOptions: fuse.MountOptions{
+			AllowOther:  opts.AllowOther,
+			FsName:      opts.FsName,
+			Name:        "laminafs",
+			DirectMount: true,
+			Debug:       opts.Debug,
+			MaxWrite:    1 << 20,
+			Options:     []string{"default_permissions", "suid", "dev"},
+		},
+	}
+	if fsOpts.FsName == "" {
+		fsOpts.FsName = "laminafs"
+	}
+	if opts.ReadOnly || u.readOnly() {
+		fsOpts.Options = append(fsOpts.Options, "ro")
+	}
+	if opts.NoPassthrough {
+		fsOpts.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
+	srv, err := gofs.Mount(target, root, fsOpts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", target, err)
+	}
+	return srv, nil
+}
+
+// IsRoot reports whether the process can do what a root mount needs.
+func IsRoot() bool { return os.Geteuid() == 0 }
