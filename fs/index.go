@@ -40,7 +40,7 @@ type lentry struct {
 // layerIndex caches the listings of one lower layer.
 type layerIndex struct {
 	root string
-	dev  uint64 // st_dev of the layer root
+	dev  uint64     // st_dev of the layer root
 	mu   sync.Mutex // guards dirs
 	dirs map[string]*dirIndex
 }

@@ -93,7 +93,9 @@ type dirState struct {
 	lowers []src  // its lower directories, top first
 }
 
-func (n *node) dirState() dirState { return dirState{rel: n.rel(), upper: n.upper, lowers: n.dirLowers} }
+func (n *node) dirState() dirState {
+	return dirState{rel: n.rel(), upper: n.upper, lowers: n.dirLowers}
+}
 
 // join is the union path of name in d.
 func (d dirState) join(name string) string {
