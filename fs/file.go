@@ -132,14 +132,11 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	p := u.upperPath(n.rel())
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
-		f, ok := fh.(*file)
-		if pf, ok2 := fh.(ptFile); ok2 {
-			f, ok = pf.file, true
-		}
+		fd, ok := fdOf(fh)
 		if !ok {
 			return gofs.ToErrno(err)
 		}
-		p = procFd(f.fd)
+		p = procFd(fd)
 	}
 	if m, ok := in.GetMode(); ok {
 		if err := unix.Fchmodat(unix.AT_FDCWD, p, m&07777, 0); err != nil {
@@ -193,3 +190,14 @@ func timespec(t time.Time) unix.Timespec {
 }
 
 func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// fdOf returns the descriptor of one of our file handles.
+func fdOf(fh gofs.FileHandle) (int, bool) {
+	switch f := fh.(type) {
+	case *file:
+		return f.fd, true
+	case ptFile:
+		return f.fd, true
+	}
+	return 0, false
+}

@@ -196,6 +196,9 @@ func (u *union) resolveLowers(ls []src, name, redirect string, e *entry) {
 		if e.upper && e.upperSt.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return
 		}
+		if len(e.dirLowers) == 0 && !e.upper {
+			e.lowerSt, _ = l.stat(dir, base, le)
+		}
 		e.dirLowers = append(e.dirLowers, src{layer: j, path: p})
 		sub := l.dir(p)
 		if sub.opaque {
@@ -236,9 +239,11 @@ func (u *union) newNode(ctx context.Context, parent *node, e *entry, out *fuse.E
 		ch.ino = u.inos.fromStat(e.lowerSt.Dev, e.lowerSt.Ino)
 		mode = e.lowerSt.Mode
 	} else {
-		st, err := u.lowerDirStat(e.dirLowers[0])
-		if err == nil {
-			ch.ino = u.inos.fromStat(st.Dev, st.Ino)
+		if e.lowerSt == nil {
+			e.lowerSt, _ = u.lowerDirStat(e.dirLowers[0])
+		}
+		if e.lowerSt != nil {
+			ch.ino = u.inos.fromStat(e.lowerSt.Dev, e.lowerSt.Ino)
 		}
 		mode = unix.S_IFDIR
 	}
@@ -263,9 +268,9 @@ func (u *union) fillAttr(n *node, e *entry, out *fuse.Attr) {
 	switch {
 	case e.upper:
 		out.FromStat(toSyscall(&e.upperSt))
-	case e.lower != nil:
+	case e.lowerSt != nil:
 		out.FromStat(toSyscall(e.lowerSt))
-	default:
+	case len(e.dirLowers) > 0:
 		if st, err := u.lowerDirStat(e.dirLowers[0]); err == nil {
 			out.FromStat(toSyscall(st))
 		}
@@ -360,7 +365,16 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	defer u.mu.RUnlock()
 	e, errno := u.entryOf(n)
 	if errno != 0 {
-		return errno
+		// An open file whose last name is gone: its descriptor still
+		// answers.
+		fd, ok := fdOf(f)
+		if !ok {
+			return errno
+		}
+		if err := unix.Fstat(fd, &e.upperSt); err != nil {
+			return gofs.ToErrno(err)
+		}
+		e = entry{upper: true, upperSt: e.upperSt}
 	}
 	u.fillAttr(n, &e, &out.Attr)
 	if n.IsRoot() {
