@@ -51,8 +51,10 @@ func run(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	for _, w := range cl.Warnings {
-		fmt.Fprintln(os.Stderr, w)
+	if os.Getenv(readyEnv) == "" { // a background child's parent said it already
+		for _, w := range cl.Warnings {
+			fmt.Fprintln(os.Stderr, w)
+		}
 	}
 	if os.Geteuid() == 0 {
 		cl.Mount.AllowOther = true
