@@ -56,12 +56,9 @@ func (u *union) copyUpDir(n *node) syscall.Errno {
 	// A directory reached through a renamed parent keeps its name, so no
 	// redirect is needed; its lower path follows from the parent's.
 	n.upper = true
-	u.recordOrigin(u.upperPath(n.childPathIn(parent, name)), n.ino)
+	u.recordOrigin(u.upperPath(parent.childRel(name)), n.ino)
 	return 0
 }
-
-// childPathIn is the relative path of name in parent.
-func (n *node) childPathIn(parent *node, name string) string { return parent.childRel(name) }
 
 // recordOrigin maps the upper object at p to the inode number ino.
 func (u *union) recordOrigin(p string, ino uint64) {

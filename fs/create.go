@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"os"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -39,6 +40,9 @@ func (u *union) owner(ctx context.Context, parentUpper string, isDir bool) (uid,
 func (u *union) createIn(ctx context.Context, n *node, name string, isDir, link bool, mk func(p string) error) syscall.Errno {
 	if u.readOnly() {
 		return syscall.EROFS
+	}
+	if reservedName(name) {
+		return syscall.EINVAL
 	}
 	if _, errno := u.resolve(n, name); errno == 0 {
 		return syscall.EEXIST
@@ -99,6 +103,11 @@ func (u *union) createIn(ctx context.Context, n *node, name string, isDir, link 
 	}
 	return 0
 }
+
+// reservedName reports whether name is an OCI whiteout marker, which
+// lower layers may hold and the union reads as a whiteout: it cannot be
+// created (fuse-overlayfs refuses it the same way).
+func reservedName(name string) bool { return strings.HasPrefix(name, cow.OCIWhiteoutPrefix) }
 
 // tempName is a fresh path in the work dir.
 func tempName(work string) (string, error) {

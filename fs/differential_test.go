@@ -12,6 +12,7 @@ package fs_test
 //	go test ./fs -run TestDifferential -v -seed=42 -ops=5000 # one seed
 //	LAMINA_DIFF_SEED=42 go test ./fs -run TestDifferential
 //	LAMINA_DIFF_DRIVER=fuse-overlayfs go test ./fs -run TestDifferential
+//	LAMINA_DIFF_DRIVER=overlay go test ./fs -run TestDifferential # self-check
 //
 // On a mismatch the failure names the seed, the op index, the op, the
 // operations before it and the Diff, so the run can be replayed.
@@ -34,7 +35,7 @@ import (
 var (
 	seedFlag  = flag.Uint64("seed", 0, "differential test: run only this seed (also LAMINA_DIFF_SEED)")
 	opsFlag   = flag.Int("ops", 0, "differential test: operations per seed (default 1500, 150 with -short)")
-	everyFlag = flag.Int("every", 1, "differential test: compare the visible trees every N operations")
+	everyFlag = flag.Int("every", 0, "differential test: compare the visible trees every N operations (default 4, 1 with -short)")
 )
 
 // defaultSeeds run when no seed is given: fixed, so that CI is
@@ -63,16 +64,25 @@ func TestDifferential(t *testing.T) {
 	if *opsFlag > 0 {
 		n = *opsFlag
 	}
+	// Errnos are compared after every operation, trees every few: a
+	// snapshot hashes every file, and costs more than the operations.
+	every := 4
+	if testing.Short() {
+		every = 1
+	}
+	if *everyFlag > 0 {
+		every = *everyFlag
+	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			runDifferential(t, oracle, cand, seed, n, max(*everyFlag, 1))
+			runDifferential(t, oracle, cand, seed, n, every)
 		})
 	}
 }
 
 // diffDrivers returns kernel overlay and the driver compared with it:
-// laminafs, or LAMINA_DIFF_DRIVER=fuse-overlayfs (to check the test
-// itself). laminafs renames lower directories, so overlay runs with
+// laminafs, or with LAMINA_DIFF_DRIVER fuse-overlayfs (the peer) or
+// overlay (overlay against itself, to check the test). laminafs renames lower directories, so overlay runs with
 // redirect_dir=on (and index=on: copy-up keeps hard links); fuse-overlayfs
 // keeps hard links but answers EXDEV, so it is compared with overlay with
 // index=on and redirect_dir=off.
@@ -80,11 +90,15 @@ func diffDrivers(t *testing.T) (oracle, cand driver.Driver) {
 	switch d := os.Getenv("LAMINA_DIFF_DRIVER"); d {
 	case "", "laminafs":
 		return fsops.Overlay(), fsops.Laminafs(t)
+	case "overlay":
+		// The test against itself: must always pass; shows the test's
+		// own cost and flakiness.
+		return fsops.Overlay(), fsops.Overlay()
 	case "fuse-overlayfs":
 		testutil.RequireCommand(t, "fuse-overlayfs", false)
 		return driver.Overlay{Extra: []string{"redirect_dir=off", "index=on"}}, fsops.FuseOverlayfs()
 	default:
-		t.Fatalf("LAMINA_DIFF_DRIVER=%q: want laminafs or fuse-overlayfs", d)
+		t.Fatalf("LAMINA_DIFF_DRIVER=%q: want laminafs, fuse-overlayfs or overlay", d)
 	}
 	return nil, nil
 }
@@ -99,10 +113,11 @@ func runDifferential(t *testing.T, oracle, cand driver.Driver, seed uint64, n, e
 	ta := snapshot(t, ma)
 	gen := fsops.NewGen(rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), ta)
 	var history []string
-	// renamed holds the paths (old and new) of directories renamed while
-	// they had lower content: overlay records such a rename with a
+	// renamed holds the paths (old and new) of renamed directories:
+	// overlay records the rename of a directory with lower content by a
 	// redirect xattr, a driver may record it otherwise, so the upper dirs
-	// are not compared under them. The visible trees still are.
+	// are not compared under them (for simplicity under every renamed
+	// directory's paths). The visible trees still are.
 	var renamed []string
 	fail := func(i int, op fsops.Op, format string, args ...any) {
 		t.Helper()
@@ -126,10 +141,16 @@ func runDifferential(t *testing.T, oracle, cand driver.Driver, seed uint64, n, e
 		if (i+1)%every != 0 && i != n-1 {
 			continue
 		}
-		ta = snapshot(t, ma)
-		tb := snapshot(t, mb)
+		var err error
+		if ta, err = fsops.Snapshot(ma); err != nil {
+			fail(i, op, "%s: %v", oracle.Name(), err)
+		}
+		tb, err := fsops.Snapshot(mb)
+		if err != nil {
+			fail(i, op, "%s: %v", cand.Name(), err)
+		}
 		if diff := fsops.Diff(ta, tb); diff != nil {
-			fail(i, op, "visible trees differ (a = %s, b = %s):\n  %s", oracle.Name(), cand.Name(), strings.Join(diff, "\n  "))
+			fail(i, op, "visible trees differ after this op (or up to %d before it) (a = %s, b = %s):\n  %s", every-1, oracle.Name(), cand.Name(), strings.Join(diff, "\n  "))
 		}
 		gen.Reset(ta)
 	}

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 	"time"
 
@@ -97,6 +96,3 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 	}
 	return srv, nil
 }
-
-// IsRoot reports whether the process can do what a root mount needs.
-func IsRoot() bool { return os.Geteuid() == 0 }

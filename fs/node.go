@@ -319,7 +319,8 @@ var _ = (gofs.NodeLookuper)((*node)(nil))
 // Lookup implements gofs.NodeLookuper.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	u := n.u
-	if strings.HasPrefix(name, cow.OCIWhiteoutPrefix) && n.hasOCINames() {
+	// OCI whiteout files in lower layers are markers, never entries.
+	if strings.HasPrefix(name, cow.OCIWhiteoutPrefix) && len(u.lowers) > 0 {
 		return nil, syscall.ENOENT
 	}
 	u.mu.RLock()
@@ -351,10 +352,6 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	return ch, 0
 }
-
-// hasOCINames reports whether any lower layer may hold ".wh." files,
-// whose names the union never shows.
-func (n *node) hasOCINames() bool { return len(n.u.lowers) > 0 }
 
 var _ = (gofs.NodeGetattrer)((*node)(nil))
 
