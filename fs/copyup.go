@@ -132,8 +132,8 @@ func (u *union) copyUp(n *node, truncate bool) syscall.Errno {
 // Preconditions: u.mu is held for writing; n was just copied up to rel.
 func (u *union) linkUpSiblings(n *node, lower src, lowerIno uint64, rel string) {
 	for _, p := range u.layerPathsOf(lower.layer, lowerIno) {
-		if p == lower.path {
-			continue
+		if p == rel {
+			continue // the name just copied up
 		}
 		dir, name := path.Split(p)
 		d, ok := u.upperDirPath(strings.TrimSuffix(dir, "/"))

@@ -29,15 +29,27 @@ func (u *union) owner(ctx context.Context, parentUpper string, isDir bool) (uid,
 	return uid, gid, sgid
 }
 
+// kind is what createIn makes.
+type kind int
+
+const (
+	kindFile kind = iota // regular file, device, fifo or socket
+	kindDir
+	kindSymlink
+	kindLink
+)
+
 // createIn makes a new object called name in directory n: directly in
 // the upper directory when the name is free there, or in the work dir and
 // then moved over a whiteout of a lower object (a new directory there is
-// opaque, as in overlay). mk makes the object at the path it is given
-// with the mode bits it needs; unless link, it is then given the caller
-// as owner (a new hard link keeps its file's owner).
+// opaque, as in overlay). mk makes the object at the path it is given;
+// then, unless it is a hard link (which keeps its file's owner and mode),
+// it gets the caller as owner and, after the chown (which would clear
+// set-id bits), the mode bits asked for (none for a symlink).
 //
 // Preconditions: u.mu is held for writing.
-func (u *union) createIn(ctx context.Context, n *node, name string, isDir, link bool, mk func(p string) error) syscall.Errno {
+func (u *union) createIn(ctx context.Context, n *node, name string, k kind, mode uint32, mk func(p string) error) syscall.Errno {
+	isDir := k == kindDir
 	if u.readOnly() {
 		return syscall.EROFS
 	}
@@ -72,16 +84,17 @@ func (u *union) createIn(ctx context.Context, n *node, name string, isDir, link 
 		_ = os.RemoveAll(target)
 		return errnoOf(err)
 	}
-	if !link {
+	if k != kindLink {
 		if err := unix.Lchown(target, uid, gid); err != nil {
 			return fail(err)
 		}
 	}
-	if sgid {
-		if err := unix.Lstat(target, &st); err != nil {
-			return fail(err)
+	if k != kindLink && k != kindSymlink {
+		perm := mode & 07777
+		if sgid {
+			perm |= unix.S_ISGID
 		}
-		if err := unix.Chmod(target, (st.Mode&^unix.S_IFMT)|unix.S_ISGID); err != nil {
+		if err := unix.Chmod(target, perm); err != nil {
 			return fail(err)
 		}
 	}
@@ -138,11 +151,8 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	u := n.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if errno := u.createIn(ctx, n, name, true, false, func(p string) error {
-		if err := unix.Mkdir(p, mode&07777); err != nil {
-			return err
-		}
-		return unix.Chmod(p, mode&07777)
+	if errno := u.createIn(ctx, n, name, kindDir, mode, func(p string) error {
+		return unix.Mkdir(p, 0o700)
 	}); errno != 0 {
 		return nil, errno
 	}
@@ -156,11 +166,8 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	u := n.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if errno := u.createIn(ctx, n, name, false, false, func(p string) error {
-		if err := unix.Mknod(p, mode, int(rdev)); err != nil {
-			return err
-		}
-		return unix.Chmod(p, mode&07777)
+	if errno := u.createIn(ctx, n, name, kindFile, mode, func(p string) error {
+		return unix.Mknod(p, mode&unix.S_IFMT|0o600, int(rdev))
 	}); errno != 0 {
 		return nil, errno
 	}
@@ -174,7 +181,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	u := n.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if errno := u.createIn(ctx, n, name, false, false, func(p string) error {
+	if errno := u.createIn(ctx, n, name, kindSymlink, 0, func(p string) error {
 		return unix.Symlink(target, p)
 	}); errno != 0 {
 		return nil, errno
@@ -189,13 +196,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	u := n.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if errno := u.createIn(ctx, n, name, false, false, func(p string) error {
-		fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode&07777)
+	if errno := u.createIn(ctx, n, name, kindFile, mode, func(p string) error {
+		fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return err
 		}
-		unix.Close(fd)
-		return unix.Chmod(p, mode&07777)
+		return unix.Close(fd)
 	}); errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -227,7 +233,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	src := u.upperPath(tn.rel())
-	if errno := u.createIn(ctx, n, name, false, true, func(p string) error {
+	if errno := u.createIn(ctx, n, name, kindLink, 0, func(p string) error {
 		return unix.Link(src, p)
 	}); errno != 0 {
 		return nil, errno
