@@ -50,9 +50,40 @@ const (
 )
 
 // IsPrivateXattr reports whether name is one of overlay's own attributes
-// (in either namespace), which the union hides from its users.
+// (in either namespace), which describe a layer and are not copied up.
+// Escaped names ("trusted.overlay.overlay.*", what an overlay stores when
+// its user sets "trusted.overlay.*", for nested overlays) are user data.
 func IsPrivateXattr(name string) bool {
-	return strings.HasPrefix(name, string(TrustedNS)) || strings.HasPrefix(name, string(UserNS))
+	for _, ns := range []XattrNS{TrustedNS, UserNS} {
+		if strings.HasPrefix(name, string(ns)) {
+			return !strings.HasPrefix(name, ns.escapePrefix())
+		}
+	}
+	return false
+}
+
+func (ns XattrNS) escapePrefix() string { return string(ns) + "overlay." }
+
+// Escape maps an xattr name as a union's user sees it to the name stored
+// on the layer: names in ns are escaped, as kernel overlay does since
+// Linux 6.7, so that an overlay can be nested in another.
+func (ns XattrNS) Escape(name string) string {
+	if strings.HasPrefix(name, string(ns)) {
+		return string(ns) + "overlay." + name[len(ns):]
+	}
+	return name
+}
+
+// Unescape maps a stored xattr name to what the union's user sees, and
+// reports false for the union's own (private) attributes, which are hidden.
+func (ns XattrNS) Unescape(name string) (string, bool) {
+	if !strings.HasPrefix(name, string(ns)) {
+		return name, true
+	}
+	if strings.HasPrefix(name, ns.escapePrefix()) {
+		return string(ns) + name[len(ns.escapePrefix()):], true
+	}
+	return "", false
 }
 
 // IsWhiteoutStat reports whether st describes a kernel-format whiteout: a
@@ -95,7 +126,7 @@ func MakeWhiteout(work string, dirfd int, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Mknod(tmp, unix.S_IFCHR|0o000, 0); err != nil {
+	if err := unix.Mknod(tmp, unix.S_IFCHR, 0); err != nil {
 		return fmt.Errorf("whiteout %s: mknod: %w", name, err)
 	}
 	var st unix.Stat_t

@@ -64,6 +64,18 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if e.isDir() {
 		return syscall.EISDIR
 	}
+	if !e.upper && e.lowerSt != nil && e.lowerSt.Nlink > 1 {
+		// The file's other names must show one link less: bring the
+		// whole hard-link set up first (as overlay's index=on does).
+		if ch := n.childNode(name); ch != nil {
+			if errno := u.copyUp(ch, false); errno != 0 {
+				return errno
+			}
+			if e, errno = u.resolve(n, name); errno != 0 {
+				return errno
+			}
+		}
+	}
 	return u.removeName(n, name, &e)
 }
 

@@ -12,8 +12,10 @@ import (
 )
 
 // Extended attributes pass through to the object's current real copy,
-// except overlay's own (trusted.overlay.*, user.overlay.*), which describe
-// the layers and are neither shown nor settable, as with kernel overlay.
+// except overlay's own in the union's namespace (trusted.overlay.* as
+// root), which describe the layers and are hidden. A user's own names in
+// that namespace are stored escaped (trusted.overlay.overlay.*), as kernel
+// overlay does, so overlays nest.
 
 var (
 	_ = (gofs.NodeGetxattrer)((*node)(nil))
@@ -24,13 +26,10 @@ var (
 
 // Getxattr implements gofs.NodeGetxattrer.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if cow.IsPrivateXattr(attr) {
-		return 0, syscall.EOPNOTSUPP
-	}
 	n.u.mu.RLock()
 	p := n.realPath()
 	n.u.mu.RUnlock()
-	sz, err := unix.Lgetxattr(p, attr, dest)
+	sz, err := unix.Lgetxattr(p, n.u.ns.Escape(attr), dest)
 	if err != nil {
 		return 0, gofs.ToErrno(err)
 	}
@@ -48,7 +47,8 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	var b strings.Builder
 	for _, name := range names {
-		if cow.IsPrivateXattr(name) {
+		name, ok := n.u.ns.Unescape(name)
+		if !ok {
 			continue
 		}
 		b.WriteString(name)
@@ -65,18 +65,12 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 // Setxattr implements gofs.NodeSetxattrer.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if cow.IsPrivateXattr(attr) {
-		return syscall.EOPNOTSUPP
-	}
-	return n.changeXattr(func(p string) error { return unix.Lsetxattr(p, attr, data, int(flags)) })
+	return n.changeXattr(func(p string) error { return unix.Lsetxattr(p, n.u.ns.Escape(attr), data, int(flags)) })
 }
 
 // Removexattr implements gofs.NodeRemovexattrer.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if cow.IsPrivateXattr(attr) {
-		return syscall.EOPNOTSUPP
-	}
-	return n.changeXattr(func(p string) error { return unix.Lremovexattr(p, attr) })
+	return n.changeXattr(func(p string) error { return unix.Lremovexattr(p, n.u.ns.Escape(attr)) })
 }
 
 // changeXattr copies n up and applies change to the upper copy.
