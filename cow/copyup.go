@@ -117,77 +117,136 @@ func ApplyMeta(path string, m Meta) error {
 	return nil
 }
 
-// copyUpFile copies a regular file through an unnamed O_TMPFILE in work,
-// then links it into place; when the work filesystem has no O_TMPFILE it
-// falls back to a named temp file and rename.
+// copyUpFile copies a regular file: PrepareFile, then Publish.
 func copyUpFile(src string, size int64, meta Meta, work string, dstDirfd int, dstName string) error {
+	f, err := prepareFile(src, size, meta, work)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Publish(dstDirfd, dstName)
+}
+
+// Prepared is a copy of a lower regular file, complete with data and
+// metadata, that nobody can see yet: an unnamed O_TMPFILE in the work dir
+// (or, where the filesystem has none, a temp name there). Preparing needs
+// no lock, since lower layers never change; publishing it is one link or
+// rename.
+type Prepared struct {
+	src   string
+	work  string
+	file  *os.File // owns fd
+	fd    int
+	named string // temp path when O_TMPFILE was not available
+}
+
+// PrepareFile copies the regular file src (its data unless noData) into
+// an unpublished file in work.
+func PrepareFile(src, work string, noData bool) (*Prepared, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(src, &st); err != nil {
+		return nil, fmt.Errorf("copy-up %s: %w", src, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("copy-up %s: not a regular file", src)
+	}
+	size := st.Size
+	if noData {
+		size = 0
+	}
+	return prepareFile(src, size, MetaFromStat(&st), work)
+}
+
+func prepareFile(src string, size int64, meta Meta, work string) (*Prepared, error) {
 	in, err := os.Open(src)
 	if err != nil {
-		return fmt.Errorf("copy-up %s: %w", src, err)
+		return nil, fmt.Errorf("copy-up %s: %w", src, err)
 	}
 	defer in.Close()
-
-	fd, err := unix.Open(work, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	named := ""
+	p := &Prepared{src: src, work: work}
+	p.fd, err = unix.Open(work, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		named, err = tempName(work)
+		if p.named, err = tempName(work); err != nil {
+			return nil, err
+		}
+		p.fd, err = unix.Open(p.named, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("copy-up %s: temp file: %w", src, err)
+		}
+	}
+	fail := func(err error) (*Prepared, error) {
+		p.Close()
+		return nil, fmt.Errorf("copy-up %s: %w", src, err)
+	}
+	p.file = os.NewFile(uintptr(p.fd), "copy-up")
+	if err := CopyData(p.file, in, size); err != nil {
+		return fail(err)
+	}
+	if err := copyXattrs(src, func(name string, val []byte) error { return unix.Fsetxattr(p.fd, name, val, 0) }); err != nil {
+		return fail(err)
+	}
+	if err := unix.Fchown(p.fd, meta.Uid, meta.Gid); err != nil {
+		return fail(fmt.Errorf("chown: %w", err))
+	}
+	if err := unix.Fchmod(p.fd, meta.Mode); err != nil {
+		return fail(fmt.Errorf("chmod: %w", err))
+	}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p.procPath(), []unix.Timespec{meta.Atime, meta.Mtime}, 0); err != nil {
+		return fail(fmt.Errorf("utimes: %w", err))
+	}
+	return p, nil
+}
+
+func (p *Prepared) procPath() string { return fmt.Sprintf("/proc/self/fd/%d", p.fd) }
+
+// Publish makes the copy appear as dstDirfd/dstName, replacing a whiteout
+// (or other non-directory) there atomically. It can be called once.
+func (p *Prepared) Publish(dstDirfd int, dstName string) error {
+	if p.named != "" {
+		if err := unix.Renameat(unix.AT_FDCWD, p.named, dstDirfd, dstName); err != nil {
+			return fmt.Errorf("copy-up %s: %w", p.src, err)
+		}
+		p.named = ""
+		return nil
+	}
+	// linkat cannot replace an existing name, so over a whiteout the copy
+	// is linked under a temp name in the work dir and renamed over it.
+	var dst unix.Stat_t
+	if err := unix.Fstatat(dstDirfd, dstName, &dst, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		tmp, err := tempName(p.work)
 		if err != nil {
 			return err
 		}
-		fd, err = unix.Open(named, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return fmt.Errorf("copy-up %s: temp file: %w", src, err)
-		}
-	}
-	out := os.NewFile(uintptr(fd), "copy-up")
-	defer out.Close()
-	fail := func(err error) error {
-		if named != "" {
-			_ = os.Remove(named)
-		}
-		return fmt.Errorf("copy-up %s: %w", src, err)
-	}
-	if err := CopyData(out, in, size); err != nil {
-		return fail(err)
-	}
-	if err := copyXattrs(src, func(name string, val []byte) error { return unix.Fsetxattr(fd, name, val, 0) }); err != nil {
-		return fail(err)
-	}
-	if err := unix.Fchown(fd, meta.Uid, meta.Gid); err != nil {
-		return fail(fmt.Errorf("chown: %w", err))
-	}
-	if err := unix.Fchmod(fd, meta.Mode); err != nil {
-		return fail(fmt.Errorf("chmod: %w", err))
-	}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), []unix.Timespec{meta.Atime, meta.Mtime}, 0); err != nil {
-		return fail(fmt.Errorf("utimes: %w", err))
-	}
-	if named != "" {
-		if err := unix.Renameat(unix.AT_FDCWD, named, dstDirfd, dstName); err != nil {
-			return fail(err)
-		}
-		return nil
-	}
-	// linkat cannot replace an existing name, so a whiteout (or other
-	// non-directory) at the destination is first swapped out atomically:
-	// link under a temp name in the upper dir's work, then rename over.
-	var dst unix.Stat_t
-	if err := unix.Fstatat(dstDirfd, dstName, &dst, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		tmp, err := tempName(work)
-		if err != nil {
-			return fail(err)
-		}
-		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, tmp, unix.AT_SYMLINK_FOLLOW); err != nil {
-			return fail(fmt.Errorf("link: %w", err))
+		if err := unix.Linkat(unix.AT_FDCWD, p.procPath(), unix.AT_FDCWD, tmp, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return fmt.Errorf("copy-up %s: link: %w", p.src, err)
 		}
 		if err := unix.Renameat(unix.AT_FDCWD, tmp, dstDirfd, dstName); err != nil {
 			_ = os.Remove(tmp)
-			return fail(err)
+			return fmt.Errorf("copy-up %s: %w", p.src, err)
 		}
 		return nil
 	}
-	if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), dstDirfd, dstName, unix.AT_SYMLINK_FOLLOW); err != nil {
-		return fail(fmt.Errorf("link: %w", err))
+	if err := unix.Linkat(unix.AT_FDCWD, p.procPath(), dstDirfd, dstName, unix.AT_SYMLINK_FOLLOW); err != nil {
+		return fmt.Errorf("copy-up %s: link: %w", p.src, err)
+	}
+	return nil
+}
+
+// Close releases the copy; an unpublished one is gone with it.
+func (p *Prepared) Close() error {
+	if p.named != "" {
+		_ = os.Remove(p.named)
+		p.named = ""
+	}
+	if p.file != nil {
+		err := p.file.Close()
+		p.file, p.fd = nil, -1
+		return err
+	}
+	if p.fd >= 0 {
+		err := unix.Close(p.fd)
+		p.fd = -1
+		return err
 	}
 	return nil
 }

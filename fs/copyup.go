@@ -80,6 +80,37 @@ func (u *union) inDir(n *node, f func(dirfd int) error) syscall.Errno {
 	return errnoOf(f(fd))
 }
 
+// beginChange takes u.mu for writing, for a change to n that will copy
+// it up. A lower regular file's data is copied first, without the lock
+// (lower layers never change), so a large copy-up does not stall every
+// other lookup; copyUp then only publishes it. Call end when done.
+func (u *union) beginChange(n *node, noData bool) (end func()) {
+	u.mu.RLock()
+	var srcPath string
+	if !n.upper && n.lower != nil && !u.readOnly() {
+		srcPath = u.lowers[n.lower.layer].abs(n.lower.path)
+	}
+	u.mu.RUnlock()
+	if srcPath == "" {
+		u.mu.Lock()
+		return u.mu.Unlock
+	}
+	n.cpMu.Lock()
+	prep, err := cow.PrepareFile(srcPath, u.work, noData)
+	u.mu.Lock()
+	if err == nil && !n.upper && n.lower != nil {
+		n.prep = prep // else copyUp copies under the lock, or has nothing to do
+	}
+	return func() {
+		n.prep = nil
+		u.mu.Unlock()
+		if prep != nil {
+			prep.Close()
+		}
+		n.cpMu.Unlock()
+	}
+}
+
 // copyUp brings node n (any type) into the upper layer; with truncate a
 // regular file's data is not copied (it is about to be truncated).
 //
@@ -107,7 +138,12 @@ func (u *union) copyUp(n *node, truncate bool) syscall.Errno {
 	if err := unix.Lstat(srcPath, &st); err != nil {
 		return gofs.ToErrno(err)
 	}
+	prep := n.prep
+	n.prep = nil
 	if errno := u.inDir(parent, func(dirfd int) error {
+		if prep != nil {
+			return prep.Publish(dirfd, name)
+		}
 		return cow.CopyUp(srcPath, u.work, dirfd, name, truncate)
 	}); errno != 0 {
 		return errno

@@ -105,8 +105,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if u.readOnly() {
 		return nil, 0, syscall.EROFS
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer u.beginChange(n, flags&unix.O_TRUNC != 0)()
 	if errno := u.copyUp(n, flags&unix.O_TRUNC != 0); errno != 0 {
 		return nil, 0, errno
 	}
@@ -123,9 +122,8 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if u.readOnly() {
 		return syscall.EROFS
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	sz, hasSize := in.GetSize()
+	defer u.beginChange(n, hasSize && sz == 0)()
 	if errno := u.copyUp(n, hasSize && sz == 0); errno != 0 {
 		return errno
 	}

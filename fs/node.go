@@ -4,6 +4,7 @@ import (
 	"context"
 	"path"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -33,6 +34,13 @@ type node struct {
 	opaque    bool  // directory: upper copy hides all lower layers
 
 	ino uint64 // constant
+
+	// cpMu serializes copy-ups of this node whose data is copied
+	// before u.mu is taken (beginChange); it is taken before u.mu.
+	cpMu sync.Mutex
+	// prep is a finished copy of the lower file waiting to be published
+	// by copyUp. Guarded by u.mu.
+	prep *cow.Prepared
 
 	// lowerPT counts open passthrough handles whose backing file is the
 	// lower file. While any is open the kernel keeps that backing for

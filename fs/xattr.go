@@ -79,8 +79,7 @@ func (n *node) changeXattr(change func(p string) error) syscall.Errno {
 	if u.readOnly() {
 		return syscall.EROFS
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer u.beginChange(n, false)()
 	if errno := u.copyUp(n, false); errno != 0 {
 		return errno
 	}
