@@ -59,37 +59,49 @@ func (b FUSEBinary) Mount(l Layers, target string) (Mount, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s mount %s: %w", b.DriverName, target, err)
 	}
-	m := &fuseMount{target: target}
-	if b.Foreground {
-		m.cmd = cmd
-		m.done = make(chan error, 1)
-		go func() { m.done <- cmd.Wait() }()
-	}
-	if err := waitMounted(target, 10*time.Second, func() (bool, error) {
-		if b.Foreground {
-			select {
-			case err := <-m.done:
-				m.done <- err
-				return true, fmt.Errorf("exited: %v", err)
-			default:
+	m := &fuseMount{target: target, done: make(chan error, 1)}
+	go func() { m.done <- cmd.Wait() }()
+	// In the foreground the server is our child until unmount; a
+	// daemonizing binary's first process exits once the mount is ready,
+	// and its exit before that is a failure we need not wait out.
+	exited := func() (bool, error) {
+		select {
+		case err := <-m.done:
+			m.done <- err
+			if err == nil && !b.Foreground {
 				return false, nil
 			}
+			return true, fmt.Errorf("exited before mounting: %v", err)
+		default:
+			return false, nil
 		}
-		return false, nil
-	}); err != nil {
-		if b.Foreground {
-			_ = cmd.Process.Kill()
-		}
+	}
+	if err := waitMounted(target, 10*time.Second, exited); err != nil {
+		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("%s mount %s: %w: %s", b.DriverName, target, err, strings.TrimSpace(out.String()))
 	}
-	if !b.Foreground {
-		// The daemonizing parent exits once the mount is ready.
-		if err := cmd.Wait(); err != nil {
-			_ = unmountFUSE(target)
-			return nil, fmt.Errorf("%s mount %s: %w: %s", b.DriverName, target, err, strings.TrimSpace(out.String()))
-		}
+	if b.Foreground {
+		m.cmd = cmd
+	} else if err := <-m.done; err != nil {
+		_ = unmountFUSE(target)
+		return nil, fmt.Errorf("%s mount %s: %w: %s", b.DriverName, target, err, strings.TrimSpace(out.String()))
 	}
+	m.conn = fuseConnection(target)
 	return m, nil
+}
+
+// fuseConnection is the fusectl directory of the FUSE mount at target
+// (/sys/fs/fuse/connections/<minor>), or "" when fusectl is not mounted.
+func fuseConnection(target string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		return ""
+	}
+	dir := fmt.Sprintf("/sys/fs/fuse/connections/%d", unix.Minor(st.Dev))
+	if _, err := os.Stat(dir); err != nil {
+		return ""
+	}
+	return dir
 }
 
 // waitMounted polls until target is a mount point, failed says the server
@@ -113,8 +125,9 @@ func waitMounted(target string, timeout time.Duration, failed func() (bool, erro
 
 type fuseMount struct {
 	target string
-	cmd    *exec.Cmd // set for foreground servers
-	done   chan error
+	cmd    *exec.Cmd  // set for foreground servers
+	done   chan error // the started process's exit
+	conn   string     // fusectl dir of the connection, to wait for a daemon's exit
 	once   sync.Once
 	err    error
 }
@@ -130,6 +143,18 @@ func (m *fuseMount) Unmount() error {
 			case <-time.After(10 * time.Second):
 				_ = m.cmd.Process.Kill()
 				<-m.done
+			}
+			return
+		}
+		// A daemon is not our child: its connection going away from
+		// fusectl is the sign it has finished.
+		if m.conn != "" {
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				if _, err := os.Stat(m.conn); err != nil {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 		}
 	})

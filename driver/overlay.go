@@ -70,10 +70,13 @@ func (m *kernelMount) Target() string { return m.target }
 func (m *kernelMount) Unmount() error {
 	m.once.Do(func() {
 		if err := unix.Unmount(m.target, 0); err != nil && err != unix.EINVAL {
-			// Busy: detach so nothing is left behind; the caller still
-			// learns that something held it.
+			// Busy: detach so nothing is left in the mount table, and
+			// tell the caller: until the last user lets go, the layers
+			// are still in use by the lingering superblock.
 			if err2 := unix.Unmount(m.target, unix.MNT_DETACH); err2 != nil {
 				m.err = fmt.Errorf("unmount %s: %w", m.target, err)
+			} else {
+				m.err = fmt.Errorf("unmount %s: busy, detached lazily: %w", m.target, err)
 			}
 		}
 	})

@@ -191,29 +191,32 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 
 var _ = (gofs.NodeCreater)((*node)(nil))
 
-// Create implements gofs.NodeCreater.
+// Create implements gofs.NodeCreater. The descriptor that creates the
+// file is the one handed to the caller, and its fstat describes the new
+// entry, so a create costs no second open and no second lookup.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	u := n.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	fd := -1
+	oflags := int(openFlags(flags)) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	if errno := u.createIn(ctx, n, name, kindFile, mode, func(p string) error {
-		fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return err
-		}
-		return unix.Close(fd)
+		var err error
+		fd, err = unix.Open(p, oflags, 0o600)
+		return err
 	}); errno != 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return nil, nil, 0, errno
 	}
-	ch, errno := u.lookupNew(ctx, n, name, out)
-	if errno != 0 {
-		return nil, nil, 0, errno
+	e := entry{upper: true}
+	if err := unix.Fstat(fd, &e.upperSt); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, gofs.ToErrno(err)
 	}
-	cn := ch.Operations().(*node)
-	fh, fflags, errno := u.openReal(cn, u.upperPath(n.childRel(name)), flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
+	ch := u.newNode(ctx, n, &e, out)
+	fh, fflags := u.handle(ch.Operations().(*node), fd)
 	return ch, fh, fflags, 0
 }
 

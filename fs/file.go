@@ -42,10 +42,6 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 	return f.FileHandle.(gofs.FileWriter).Write(ctx, data, off)
 }
 
-func (f *file) Flush(ctx context.Context) syscall.Errno {
-	return f.FileHandle.(gofs.FileFlusher).Flush(ctx)
-}
-
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return f.FileHandle.(gofs.FileFsyncer).Fsync(ctx, flags)
 }
@@ -65,29 +61,56 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	return f.FileHandle.(gofs.FileReleaser).Release(ctx)
 }
 
-// openReal opens the real file at p for node n and picks the handle kind:
+// openFlags are the flags of an open request that apply to the real
+// file: the kernel does O_APPEND itself (it sends writes at the end), and
+// creation and truncation are done by the union.
+func openFlags(flags uint32) uint32 {
+	return flags &^ (unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_TRUNC)
+}
+
+// openReal opens the real file at p for node n.
+//
+// Preconditions: u.mu is held.
+func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	fl := int(openFlags(flags))
+	if flags&unix.O_TRUNC != 0 {
+		fl |= unix.O_TRUNC
+	}
+	fd, err := unix.Open(p, fl|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, 0, gofs.ToErrno(err)
+	}
+	fh, fflags := u.handle(n, fd)
+	return fh, fflags, 0
+}
+
+// handle wraps an open descriptor of n's real file, and picks the kind:
 // passthrough unless the kernel still holds a lower backing file for this
 // inode (it keeps one backing file per inode, and a file copied up since
 // must not be served from its lower original).
 //
 // Preconditions: u.mu is held.
-func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	flags &^= unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY
-	fd, err := unix.Open(p, int(flags)|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, 0, gofs.ToErrno(err)
-	}
+func (u *union) handle(n *node, fd int) (gofs.FileHandle, uint32) {
 	f := &file{FileHandle: gofs.NewLoopbackFile(fd), n: n, fd: fd}
 	switch {
 	case !n.upper:
 		f.lowerPT = true
 		n.lowerPT.Add(1)
-		return ptFile{f}, 0, 0
+		return ptFile{f}, 0
 	case n.lowerPT.Load() > 0:
-		return f, fuse.FOPEN_DIRECT_IO, 0
+		return f, fuse.FOPEN_DIRECT_IO
 	default:
-		return ptFile{f}, 0, 0
+		return ptFile{f}, 0
 	}
+}
+
+var _ = (gofs.NodeFlusher)((*node)(nil))
+
+// Flush implements gofs.NodeFlusher. It answers ENOSYS, so the kernel
+// stops sending FLUSH on every close: the layers are local files whose
+// close reports nothing that flush would, and locks are the kernel's.
+func (n *node) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
 }
 
 var _ = (gofs.NodeOpener)((*node)(nil))

@@ -94,7 +94,7 @@ func (l *layerIndex) read(rel string) *dirIndex {
 			break
 		}
 		for b := buf[:n]; len(b) > 0; {
-			ino, reclen, typ, name := parseDirent(b)
+			ino, reclen, _, name := parseDirent(b)
 			b = b[reclen:]
 			if name == "." || name == ".." || reclen == 0 {
 				continue
@@ -107,19 +107,19 @@ func (l *layerIndex) read(rel string) *dirIndex {
 				}
 				continue
 			}
-			e := &lentry{ino: ino, typ: dtToMode(typ)}
-			if typ == unix.DT_CHR || typ == unix.DT_UNKNOWN {
-				var st unix.Stat_t
-				if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
-					continue
-				}
-				if cow.IsWhiteoutStat(&st) {
-					d.whiteouts[name] = true
-					continue
-				}
-				e.typ = st.Mode & unix.S_IFMT
-				e.st.Store(&st)
+			// Every entry is stat'ed now, relative to the open directory:
+			// readdirplus will want all of them, and a stat by full path
+			// later would walk the whole path again.
+			var st unix.Stat_t
+			if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				continue
 			}
+			if cow.IsWhiteoutStat(&st) {
+				d.whiteouts[name] = true
+				continue
+			}
+			e := &lentry{ino: ino, typ: st.Mode & unix.S_IFMT}
+			e.st.Store(&st)
 			d.entries[name] = e
 		}
 	}

@@ -64,7 +64,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if e.isDir() {
 		return syscall.EISDIR
 	}
-	if !e.upper && e.lowerSt != nil && e.lowerSt.Nlink > 1 {
+	if !e.upper && e.lower != nil && e.lowerSt.Nlink > 1 {
 		// The file's other names must show one link less: bring the
 		// whole hard-link set up first (as overlay's index=on does).
 		if ch := n.childNode(name); ch != nil {
@@ -154,6 +154,18 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return syscall.ENOENT
 		}
 		return u.exchange(n, name, &se, np, newName, &de)
+	}
+	if dstExists && !de.upper && de.lower != nil && de.lowerSt.Nlink > 1 {
+		// Replacing one name of a lower hard link: its other names must
+		// show one link less, so the set comes up first (as for unlink).
+		if dn := np.childNode(newName); dn != nil {
+			if errno := u.copyUp(dn, false); errno != 0 {
+				return errno
+			}
+			if de, errno = u.resolve(np, newName); errno != 0 {
+				return errno
+			}
+		}
 	}
 	if dstExists {
 		if se.isDir() != de.isDir() {
