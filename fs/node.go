@@ -259,7 +259,7 @@ func (u *union) newNode(ctx context.Context, parent *node, e *entry, out *fuse.E
 		u.fillAttr(ch, e, &out.Attr)
 		out.Ino = ch.ino
 	}
-	return parent.NewInode(ctx, ch, gofs.StableAttr{Mode: mode & unix.S_IFMT, Ino: ch.ino})
+	return parent.NewInode(ctx, ch, gofs.StableAttr{Mode: mode & unix.S_IFMT, Ino: ch.ino, Gen: u.inos.generation(ch.ino)})
 }
 
 // lowerDirStat stats a lower directory.

@@ -28,7 +28,7 @@ func (u *union) removeName(n *node, name string, e *entry) syscall.Errno {
 	}
 	p := u.upperPath(n.childRel(name))
 	if e.upper && e.upperSt.Mode&unix.S_IFMT != unix.S_IFDIR && e.upperSt.Nlink <= 1 {
-		u.inos.dropOrigin(e.upperSt.Ino)
+		u.inos.removed(e.upperSt.Dev, e.upperSt.Ino)
 	}
 	if needWhiteout {
 		return u.inDir(n, func(dirfd int) error { return cow.MakeWhiteout(u.work, dirfd, name) })
@@ -214,7 +214,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			}
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink <= 1 {
-			u.inos.dropOrigin(st.Ino)
+			u.inos.removed(st.Dev, st.Ino)
 		}
 	}
 	var rflags uint

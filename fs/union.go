@@ -159,12 +159,13 @@ func inside(p, dir string) bool {
 // number of its lower original: origin maps the upper st_ino to it.
 type inoMap struct {
 	devIdx map[uint64]uint64
-	mu     sync.Mutex // guards origin
+	mu     sync.Mutex // guards origin and gen
 	origin map[uint64]uint64
+	gen    map[uint64]uint64 // bumped when an upper inode number is freed
 }
 
 func newInoMap(devs []uint64) *inoMap {
-	m := &inoMap{devIdx: map[uint64]uint64{}, origin: map[uint64]uint64{}}
+	m := &inoMap{devIdx: map[uint64]uint64{}, origin: map[uint64]uint64{}, gen: map[uint64]uint64{}}
 	for _, d := range devs {
 		if _, ok := m.devIdx[d]; !ok {
 			m.devIdx[d] = uint64(len(m.devIdx))
@@ -199,10 +200,25 @@ func (m *inoMap) setOrigin(upperIno, ino uint64) {
 	m.mu.Unlock()
 }
 
-// dropOrigin forgets the mapping of a removed upper object, whose st_ino
-// the upper filesystem may give to a new file.
-func (m *inoMap) dropOrigin(upperIno uint64) {
+// removed records that the upper object with device dev and st_ino
+// upperIno lost its last name: its origin mapping goes, and the
+// generation of its inode number moves on, so a new file that the upper
+// filesystem gives the same st_ino is a new node, not the old one (which
+// may still be open).
+func (m *inoMap) removed(dev, upperIno uint64) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	ino, ok := m.origin[upperIno]
+	if !ok {
+		ino = m.fromStat(dev, upperIno)
+	}
 	delete(m.origin, upperIno)
-	m.mu.Unlock()
+	m.gen[ino]++
+}
+
+// generation is the current generation of inode number ino.
+func (m *inoMap) generation(ino uint64) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gen[ino]
 }
