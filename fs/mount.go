@@ -78,7 +78,10 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 			DirectMount: true,
 			Debug:       opts.Debug,
 			MaxWrite:    1 << 20,
-			Options:     []string{"default_permissions", "suid", "dev"},
+			// A symlink's target never changes in place (a new one is a
+			// new inode), so the kernel may keep what it read.
+			EnableSymlinkCaching: true,
+			Options:              []string{"default_permissions", "suid", "dev"},
 		},
 	}
 	if fsOpts.FsName == "" {
