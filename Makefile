@@ -40,8 +40,12 @@ test: deps build
 test-short: build
 	$(GO) test -short -count=1 ./...
 
+# bench measures laminafs against kernel overlay and the peers (about 30
+# minutes; needs root). The table goes to stdout, JSON and an SVG plot to
+# docs/. BENCH_FLAGS adds flags, e.g. BENCH_FLAGS='--size small --runs 1'.
+BENCH_FLAGS ?=
 bench: deps build
-	$(BIN)/lamina bench --json docs/bench.json
+	$(BIN)/lamina bench --laminafs $(BIN)/laminafs --json docs/bench.json --plot docs/bench.svg $(BENCH_FLAGS)
 
 fuzz: build
 	$(GO) test ./fuzz -run '^$$' -fuzz FuzzOps -fuzztime 60s
@@ -50,6 +54,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$$( command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck ) ./...
+
+# busybox-image imports busybox:latest, built from Debian's busybox-static,
+# into the store (LAMINA_ROOT or /var/lib/lamina): a first image with no
+# network.
+busybox-image: build
+	sh scripts/busybox-image.sh $(BIN)/lamina
 
 # peer-test runs unionmount-testsuite against laminafs (about 10 minutes).
 peer-test: build
