@@ -1,8 +1,529 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
-// containerCommands returns the container commands.
+	"github.com/docker/go-units"
+	"github.com/lamina-project/lamina/driver"
+	"github.com/lamina-project/lamina/layerstore"
+	"github.com/lamina-project/lamina/runtime"
+	"github.com/spf13/cobra"
+)
+
+// containerCommands returns the container commands: docker's top-level
+// forms, the `container` group with the same commands and `prune`, and the
+// hidden entry points the lamina binary is re-executed as (the monitor,
+// the container's init, the exec helper).
 func containerCommands(app *App) []*cobra.Command {
+	group := &cobra.Command{Use: "container", Short: "Manage containers"}
+	group.AddCommand(append(containerVerbs(app), newContainerPruneCmd(app),
+		withUse(newPsCmd(app), "ls [OPTIONS]", "ps", "list"))...)
+	return append(append(containerVerbs(app), newPsCmd(app), group), hiddenCommands(app)...)
+}
+
+// containerVerbs are the commands that exist both at the top level and in
+// the container group; cobra needs a fresh command for each place.
+func containerVerbs(app *App) []*cobra.Command {
+	return []*cobra.Command{
+		newCreateCmd(app), newRunCmd(app), newStartCmd(app), newStopCmd(app), newRestartCmd(app),
+		newKillCmd(app), newPauseCmd(app, true), newPauseCmd(app, false), newRmCmd(app),
+		newExecCmd(app), newLogsCmd(app), newContainerInspectCmd(app), newWaitCmd(app),
+		newTopCmd(app), newRenameCmd(app), newAttachCmd(app),
+	}
+}
+
+func hiddenCommands(app *App) []*cobra.Command {
+	var attach bool
+	monitor := &cobra.Command{
+		Use:    runtime.MonitorCommand + " ID",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := runtime.OpenStore(app.Root)
+			if err != nil {
+				return err
+			}
+			report := os.NewFile(3, "report")
+			return s.RunMonitor(args[0], report, attach, func(c *runtime.Container, st *runtime.State) {
+				if c.HostConfig.AutoRemove {
+					if err := removeContainer(app, s, c); err != nil {
+						fmt.Fprintf(app.Stderr, "lamina: --rm: %v\n", err)
+					}
+				}
+			})
+		},
+	}
+	monitor.Flags().BoolVar(&attach, "attach", false, "wait for an attach before starting the command")
+	initCmd := &cobra.Command{
+		Use:    runtime.InitCommand,
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runtime.Init()
+		},
+	}
+	execCmd := &cobra.Command{
+		Use:    runtime.ExecCommand,
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runtime.ExecInit()
+		},
+	}
+	return []*cobra.Command{monitor, initCmd, execCmd}
+}
+
+// runFlags are docker create/run's flags.
+type runFlags struct {
+	detach, interactive, tty, rm bool
+	name, user, workdir          string
+	entrypoint                   *string
+	hostname                     string
+	env, envFile                 []string
+	readOnly, privileged         bool
+	capAdd, capDrop, secOpt      []string
+	memory                       string
+	cpus                         float64
+	pidsLimit                    int64
+	network                      string
+	volumes, tmpfs, ulimits      []string
+	labels                       []string
+	storageDriver                string
+}
+
+func (f *runFlags) register(c *cobra.Command, run bool) {
+	fl := c.Flags()
+	fl.SetInterspersed(false)
+	if run {
+		fl.BoolVarP(&f.detach, "detach", "d", false, "Run container in background and print container ID")
+	}
+	fl.BoolVarP(&f.interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "Allocate a pseudo-TTY")
+	fl.BoolVar(&f.rm, "rm", false, "Automatically remove the container when it exits")
+	fl.StringVar(&f.name, "name", "", "Assign a name to the container")
+	fl.StringVarP(&f.user, "user", "u", "", "Username or UID (format: <name|uid>[:<group|gid>])")
+	fl.StringVarP(&f.workdir, "workdir", "w", "", "Working directory inside the container")
+	// -h is --hostname, as in docker; help is --help only.
+	fl.Bool("help", false, "Print usage")
+	fl.StringVarP(&f.hostname, "hostname", "h", "", "Container host name")
+	fl.StringArrayVarP(&f.env, "env", "e", nil, "Set environment variables")
+	fl.StringArrayVar(&f.envFile, "env-file", nil, "Read in a file of environment variables")
+	fl.BoolVar(&f.readOnly, "read-only", false, "Mount the container's root filesystem as read only")
+	fl.BoolVar(&f.privileged, "privileged", false, "Give extended privileges to this container")
+	fl.StringArrayVar(&f.capAdd, "cap-add", nil, "Add Linux capabilities")
+	fl.StringArrayVar(&f.capDrop, "cap-drop", nil, "Drop Linux capabilities")
+	fl.StringArrayVar(&f.secOpt, "security-opt", nil, "Security Options (seccomp=unconfined|FILE, no-new-privileges)")
+	fl.StringVarP(&f.memory, "memory", "m", "", "Memory limit")
+	fl.Float64Var(&f.cpus, "cpus", 0, "Number of CPUs")
+	fl.Int64Var(&f.pidsLimit, "pids-limit", 0, "Tune container pids limit (set -1 for unlimited)")
+	fl.StringVar(&f.network, "network", "none", "Connect a container to a network (none, host)")
+	fl.StringVar(&f.network, "net", "none", "Connect a container to a network (none, host)")
+	_ = fl.MarkHidden("net")
+	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "Bind mount a volume (HOST:CTR[:ro])")
+	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "Mount a tmpfs directory")
+	fl.StringArrayVar(&f.ulimits, "ulimit", nil, "Ulimit options")
+	fl.StringArrayVarP(&f.labels, "label", "l", nil, "Set meta data on a container")
+	fl.StringVar(&f.storageDriver, "storage-driver", os.Getenv("LAMINA_STORAGE_DRIVER"), "Storage driver (laminafs, overlay, vfs)")
+	c.PreRun = func(cmd *cobra.Command, args []string) {
+		if cmd.Flags().Changed("entrypoint") {
+			v, _ := cmd.Flags().GetString("entrypoint")
+			f.entrypoint = &v
+		}
+	}
+	fl.String("entrypoint", "", "Overwrite the default ENTRYPOINT of the image")
+}
+
+// createContainer makes a container from image and the flags: resolves the
+// image, builds the spec, records the container and takes a reference on
+// the image.
+func createContainer(app *App, f *runFlags, image string, cmdArgs []string) (*runtime.Container, *runtime.Store, error) {
+	ls, err := openStore(app)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer ls.Close()
+	img, err := ls.ResolveImage(image)
+	if err != nil {
+		if errors.Is(err, layerstore.ErrNotFound) {
+			return nil, nil, fmt.Errorf("Unable to find image '%s' locally: %w", image, err)
+		}
+		return nil, nil, err
+	}
+	ic := img.Config.Config
+	entrypoint, cmd := ic.Entrypoint, ic.Cmd
+	if f.entrypoint != nil {
+		entrypoint, cmd = nil, nil
+		if *f.entrypoint != "" {
+			entrypoint = []string{*f.entrypoint}
+		}
+	}
+	if len(cmdArgs) > 0 {
+		cmd = cmdArgs
+	}
+	args := append(append([]string(nil), entrypoint...), cmd...)
+	if len(args) == 0 {
+		return nil, nil, errors.New("no command specified")
+	}
+	env := append([]string(nil), ic.Env...)
+	for _, file := range f.envFile {
+		kvs, err := readEnvFile(file)
+		if err != nil {
+			return nil, nil, err
+		}
+		env = mergeKV(env, kvs)
+	}
+	env = mergeKV(env, expandEnv(f.env))
+	user := ic.User
+	if f.user != "" {
+		user = f.user
+	}
+	workdir := ic.WorkingDir
+	if f.workdir != "" {
+		workdir = f.workdir
+	}
+	opts := runtime.Options{
+		Args: args, Env: env, Cwd: workdir, User: user, Hostname: f.hostname,
+		Terminal: f.tty, ReadOnly: f.readOnly, Privileged: f.privileged,
+		CapAdd: f.capAdd, CapDrop: f.capDrop, CPUs: f.cpus, PidsLimit: f.pidsLimit,
+		Network: f.network, Binds: f.volumes, Tmpfs: f.tmpfs,
+	}
+	for _, so := range f.secOpt {
+		k, v, _ := strings.Cut(so, "=")
+		if strings.Contains(so, ":") && !strings.Contains(so, "=") {
+			k, v, _ = strings.Cut(so, ":")
+		}
+		switch {
+		case k == "no-new-privileges" && (v == "" || v == "true"):
+			opts.NoNewPrivileges = true
+		case k == "no-new-privileges" && v == "false":
+		case k == "seccomp" && v == "unconfined":
+			opts.Seccomp = "unconfined"
+		case k == "seccomp" && v != "":
+			b, err := os.ReadFile(v)
+			if err != nil {
+				return nil, nil, fmt.Errorf("opening seccomp profile (%s) failed: %w", v, err)
+			}
+			opts.Seccomp = string(b)
+		default:
+			return nil, nil, fmt.Errorf("invalid --security-opt: %q", so)
+		}
+	}
+	if f.memory != "" {
+		n, err := units.RAMInBytes(f.memory)
+		if err != nil {
+			return nil, nil, fmt.Errorf("invalid argument %q for \"-m, --memory\" flag: %w", f.memory, err)
+		}
+		if n < 6<<20 {
+			return nil, nil, errors.New("Minimum memory limit allowed is 6MB")
+		}
+		opts.Memory = n
+	}
+	for _, u := range f.ulimits {
+		rl, err := runtime.ParseUlimit(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Ulimits = append(opts.Ulimits, rl)
+	}
+	drv := f.storageDriver
+	if drv == "" {
+		drv = runtime.DefaultDriver()
+	}
+	if err := runtime.CheckDriver(drv); err != nil {
+		return nil, nil, err
+	}
+	s, err := runtime.OpenStore(app.Root)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := runtime.NewID()
+	dir := filepath.Join(app.Root, "containers", id)
+	spec, err := runtime.NewSpec(id, filepath.Join(dir, "merged"), opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	labels := map[string]string{}
+	for _, l := range f.labels {
+		k, v, _ := strings.Cut(l, "=")
+		labels[k] = v
+	}
+	c := &runtime.Container{
+		ID: id, Name: f.name, Created: time.Now().UTC(),
+		Path: args[0], Args: args[1:],
+		Image: img.ID.String(), ImageName: image, ImageSize: img.Size,
+		Config: runtime.Config{
+			Hostname: spec.Hostname, User: user, Env: spec.Process.Env, Cmd: cmd, Entrypoint: entrypoint,
+			WorkingDir: workdir, Image: image, Tty: f.tty, OpenStdin: f.interactive,
+			StdinOnce: f.interactive && !f.detach, AttachStdin: f.interactive && !f.detach,
+			AttachStdout: !f.detach, AttachStderr: !f.detach, Labels: labels,
+		},
+		HostConfig: runtime.HostConfig{
+			Binds: f.volumes, Tmpfs: f.tmpfs, AutoRemove: f.rm, ReadonlyRootfs: f.readOnly,
+			Privileged: f.privileged, CapAdd: f.capAdd, CapDrop: f.capDrop, SecurityOpt: f.secOpt,
+			Memory: opts.Memory, NanoCpus: int64(f.cpus * 1e9), PidsLimit: f.pidsLimit, NetworkMode: f.network,
+		},
+		Spec:   spec,
+		Driver: drv,
+		Layers: driver.Layers{Lower: img.LowerDirs(ls), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")},
+	}
+	if spec.Annotations == nil {
+		spec.Annotations = map[string]string{}
+	}
+	if err := s.Create(c); err != nil {
+		return nil, nil, err
+	}
+	for _, d := range []string{"upper", "work", "merged"} {
+		if err := os.Mkdir(c.File(d), 0o755); err != nil {
+			_ = s.Delete(c)
+			return nil, nil, fmt.Errorf("create container: %w", err)
+		}
+	}
+	if err := ls.AddContainerRef(img.ID, id); err != nil {
+		_ = s.Delete(c)
+		return nil, nil, err
+	}
+	return c, s, nil
+}
+
+// expandEnv turns -e KEY (no value) into KEY=<host value>, as docker does;
+// an unset host variable is dropped.
+func expandEnv(in []string) []string {
+	var out []string
+	for _, e := range in {
+		if strings.Contains(e, "=") {
+			out = append(out, e)
+		} else if v, ok := os.LookupEnv(e); ok {
+			out = append(out, e+"="+v)
+		}
+	}
+	return out
+}
+
+func readEnvFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("env file: %w", err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	return expandEnv(lines), sc.Err()
+}
+
+func mergeKV(base, add []string) []string {
+	out := append([]string(nil), base...)
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		found := false
+		for i, e := range out {
+			if ek, _, _ := strings.Cut(e, "="); ek == k {
+				out[i], found = kv, true
+			}
+		}
+		if !found {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// removeContainer deletes c's directory and drops its image reference.
+func removeContainer(app *App, s *runtime.Store, c *runtime.Container) error {
+	if err := s.Delete(c); err != nil {
+		return err
+	}
+	ls, err := openStore(app)
+	if err != nil {
+		return err
+	}
+	defer ls.Close()
+	if err := ls.RemoveContainerRef(digestOf(c.Image), c.ID); err != nil && !errors.Is(err, layerstore.ErrNotFound) {
+		return err
+	}
 	return nil
+}
+
+func newCreateCmd(app *App) *cobra.Command {
+	f := &runFlags{}
+	c := &cobra.Command{
+		Use:   "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Create a new container",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := createContainer(app, f, args[0], args[1:])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(app.Stdout, c.ID)
+			return nil
+		},
+	}
+	f.register(c, false)
+	return c
+}
+
+func newRunCmd(app *App) *cobra.Command {
+	f := &runFlags{}
+	c := &cobra.Command{
+		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Create and run a new container from an image",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.tty && f.interactive && !f.detach && terminalFd(app.Stdin) < 0 {
+				return &StatusError{Code: 1, Err: errors.New("the input device is not a TTY")}
+			}
+			c, s, err := createContainer(app, f, args[0], args[1:])
+			if err != nil {
+				return err
+			}
+			if f.detach {
+				if err := s.Start(c, false); err != nil {
+					return startError(app, s, c, err)
+				}
+				fmt.Fprintln(app.Stdout, c.ID)
+				return nil
+			}
+			return startAttached(app, s, c, f.interactive)
+		},
+	}
+	f.register(c, true)
+	return c
+}
+
+// startError turns a failed start into docker's exit code, removing an
+// --rm container that never ran.
+func startError(app *App, s *runtime.Store, c *runtime.Container, err error) error {
+	if c.HostConfig.AutoRemove {
+		_ = removeContainer(app, s, c)
+	}
+	var ee *runtime.ExecError
+	if errors.As(err, &ee) {
+		return &StatusError{Code: ee.Code, Err: fmt.Errorf("failed to start container %s: %w", c.ID[:12], err)}
+	}
+	return err
+}
+
+// startAttached starts c with the CLI attached to its stdio and returns
+// its exit status.
+func startAttached(app *App, s *runtime.Store, c *runtime.Container, stdin bool) error {
+	if err := s.Start(c, true); err != nil {
+		return startError(app, s, c, err)
+	}
+	st, err := attachStreams(app, s, c, stdin)
+	if err != nil {
+		return err
+	}
+	if st.Error != "" && st.ExitCode >= 125 {
+		return &StatusError{Code: st.ExitCode, Err: fmt.Errorf("failed to start container %s: %s", c.ID[:12], st.Error)}
+	}
+	if st.ExitCode != 0 {
+		return &StatusError{Code: st.ExitCode}
+	}
+	return nil
+}
+
+func newStartCmd(app *App) *cobra.Command {
+	var attach, interactive bool
+	c := &cobra.Command{
+		Use:   "start [OPTIONS] CONTAINER [CONTAINER...]",
+		Short: "Start one or more stopped containers",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := runtime.OpenStore(app.Root)
+			if err != nil {
+				return err
+			}
+			if attach || interactive {
+				if len(args) > 1 {
+					return errors.New("you cannot start and attach multiple containers at once")
+				}
+				c, err := getContainer(s, args[0])
+				if err != nil {
+					return err
+				}
+				if st, _ := s.State(c); st != nil && st.Running {
+					return nil
+				}
+				return startAttached(app, s, c, interactive)
+			}
+			return forEach(app, s, args, func(c *runtime.Container) error {
+				if st, _ := s.State(c); st != nil && st.Running {
+					return nil
+				}
+				return s.Start(c, false)
+			})
+		},
+	}
+	c.Flags().BoolVarP(&attach, "attach", "a", false, "Attach STDOUT/STDERR and forward signals")
+	c.Flags().BoolVarP(&interactive, "interactive", "i", false, "Attach container's STDIN")
+	return c
+}
+
+// getContainer finds ref, with docker's message when there is none.
+func getContainer(s *runtime.Store, ref string) (*runtime.Container, error) {
+	c, err := s.Get(ref)
+	if errors.Is(err, runtime.ErrNoSuchContainer) {
+		return nil, &StatusError{Code: 1, Err: fmt.Errorf("No such container: %s", ref)}
+	}
+	if errors.Is(err, runtime.ErrAmbiguous) {
+		return nil, &StatusError{Code: 1, Err: fmt.Errorf("multiple containers found with provided prefix: %s", ref)}
+	}
+	return c, err
+}
+
+// forEach runs f for each container named in refs, printing each ref on
+// success as docker does, and fails (exit 1) if any failed.
+func forEach(app *App, s *runtime.Store, refs []string, f func(*runtime.Container) error) error {
+	var failed bool
+	for _, ref := range refs {
+		c, err := getContainer(s, ref)
+		if err == nil {
+			err = f(c)
+		}
+		if err != nil {
+			var se *StatusError
+			if errors.As(err, &se) && se.Err != nil {
+				err = se.Err
+			}
+			fmt.Fprintf(app.Stderr, "lamina: %v\n", err)
+			failed = true
+			continue
+		}
+		fmt.Fprintln(app.Stdout, ref)
+	}
+	if failed {
+		return &StatusError{Code: 1}
+	}
+	return nil
+}
+
+// parseSignal accepts docker's forms: KILL, SIGKILL, 9.
+func parseSignal(s string) (int, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return n, nil
+	}
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if n, ok := signalNames[name]; ok {
+		return n, nil
+	}
+	return 0, fmt.Errorf("invalid signal: %s", s)
+}
+
+var signalNames = map[string]int{
+	"HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+	"USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16,
+	"CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23,
+	"XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
 }

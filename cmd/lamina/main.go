@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/lamina-project/lamina/cli"
+	_ "github.com/lamina-project/lamina/runtime/nsenter"
 )
 
 func main() {

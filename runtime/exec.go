@@ -1,0 +1,196 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// ExecCommand is the hidden argument of lamina's exec helper, which starts
+// inside a running container (see package nsenter) and execs the command
+// with the container's confinement.
+const ExecCommand = "__exec"
+
+// execRequest is what `lamina exec` asks of the helper that has joined a
+// running container: the process to run and the container's confinement.
+type execRequest struct {
+	Process *specs.Process      `json:"process"`
+	User    string              `json:"user,omitempty"`
+	Seccomp *specs.LinuxSeccomp `json:"seccomp,omitempty"`
+}
+
+// ExecOptions are docker exec's flags.
+type ExecOptions struct {
+	Args       []string
+	Env        []string // added to the container's
+	User       string   // "" = the container's user
+	Cwd        string   // "" = the container's working directory
+	Tty        bool
+	Privileged bool
+	// Detach returns as soon as the command runs (docker exec -d).
+	Detach bool
+	// OnPty receives the pty master when Tty is set: the pty is made in
+	// the container's devpts, as docker's is, so the process sees a
+	// terminal name of its own.
+	OnPty func(master *os.File)
+}
+
+// Exec runs a process inside the running container c, with its
+// namespaces, cgroups, capabilities, seccomp filter and no_new_privs, and
+// returns its exit code. A command that cannot be found or run is an
+// *ExecError (127/126).
+func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	st, err := s.running(c)
+	if err != nil {
+		return 125, err
+	}
+	if st.Paused {
+		return 125, fmt.Errorf("container %s is paused, unpause the container before exec", c.ID[:12])
+	}
+	if len(o.Args) == 0 {
+		return 125, errors.New("no command specified")
+	}
+	proc := *c.Spec.Process
+	proc.Args = o.Args
+	proc.Terminal = o.Tty
+	proc.Env = mergeEnv(c.Spec.Process.Env, o.Env)
+	if o.Cwd != "" {
+		proc.Cwd = o.Cwd
+	}
+	if o.Privileged {
+		all := allCapNames()
+		proc.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+	}
+	user := c.Spec.Annotations[UserAnnotation]
+	if o.User != "" {
+		user = o.User
+	}
+	req := &execRequest{Process: &proc, User: user}
+	if c.Spec.Linux != nil && !o.Privileged {
+		req.Seccomp = c.Spec.Linux.Seccomp
+	}
+
+	exe, err := sealedExe()
+	if err != nil {
+		return 125, err
+	}
+	defer exe.Close()
+	parent, child, err := newSyncPair()
+	if err != nil {
+		return 125, err
+	}
+	defer parent.Close()
+	var cgroups []string
+	if st.Cgroup != nil {
+		cgroups = st.Cgroup.ProcsFiles()
+	}
+	cmd := &exec.Cmd{
+		Path: "/proc/self/fd/4",
+		Args: []string{"lamina-exec", ExecCommand},
+		Env: []string{
+			"_LAMINA_NSENTER_PID=" + strconv.Itoa(st.Pid),
+			"_LAMINA_NSENTER_CGROUPS=" + strings.Join(cgroups, ":"),
+		},
+		Stdin: stdin, Stdout: stdout, Stderr: stderr,
+		ExtraFiles: []*os.File{child, exe},
+	}
+	if err := cmd.Start(); err != nil {
+		child.Close()
+		return 125, fmt.Errorf("exec: %w", err)
+	}
+	child.Close()
+	if err := sendSync(parent, syncMsg{Type: "exec", Exec: req}, -1); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return 125, err
+	}
+	m, f, rerr := recvSync(parent)
+	if rerr == nil && m.Type == "pty" {
+		if o.OnPty != nil && f != nil {
+			o.OnPty(f)
+		} else if f != nil {
+			f.Close()
+		}
+		m, _, rerr = recvSync(parent)
+	}
+	if o.Detach && errors.Is(rerr, io.EOF) {
+		// The command runs; it is reparented when this process exits.
+		go func() { _ = cmd.Wait() }()
+		return 0, nil
+	}
+	werr := cmd.Wait()
+	if rerr == nil && m.Type == "error" {
+		if m.Code == ExitNotFound || m.Code == ExitCannotExecute {
+			return m.Code, &ExecError{Code: m.Code, Msg: m.Error}
+		}
+		return 125, fmt.Errorf("exec: %s", m.Error)
+	}
+	code, err := ExitCode(cmd.ProcessState, werr)
+	if code == 125 && rerr != nil && !errors.Is(rerr, io.EOF) {
+		return 125, fmt.Errorf("exec: %w", rerr)
+	}
+	return code, err
+}
+
+// mergeEnv returns base with the KEY=VALUE pairs of add replacing or
+// extending it.
+func mergeEnv(base, add []string) []string {
+	out := append([]string(nil), base...)
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		replaced := false
+		for i, e := range out {
+			if ek, _, _ := strings.Cut(e, "="); ek == k {
+				out[i] = kv
+				replaced = true
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// ExecInit is the exec helper's body, inside the container's namespaces
+// and cgroups already (package nsenter put it there). It returns only on
+// failure, after telling the CLI why.
+func ExecInit() error {
+	goruntime.LockOSThread()
+	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
+	unix.Umask(0o022)
+	sock := os.NewFile(3, "sync")
+	m, _, err := recvSync(sock)
+	if err != nil || m.Type != "exec" || m.Exec == nil || m.Exec.Process == nil {
+		return fmt.Errorf("exec helper: no request: %v", err)
+	}
+	req := m.Exec
+	fail := func(code int, err error) error {
+		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code}, -1)
+		os.Exit(code)
+		return err
+	}
+	if req.Process.Terminal {
+		if err := setupConsole(sock, false); err != nil {
+			return fail(125, err)
+		}
+	}
+	u, path, err := prepareProcess(req.Process, req.User)
+	if err != nil {
+		var ee *ExecError
+		if errors.As(err, &ee) {
+			return fail(ee.Code, err)
+		}
+		return fail(125, err)
+	}
+	code, err := execProcess(req.Process, u, path, req.Seccomp, false)
+	return fail(code, err)
+}

@@ -1,0 +1,471 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// MonitorCommand is the hidden argument that makes the lamina binary a
+// container's monitor (`lamina __monitor ID`).
+const MonitorCommand = "__monitor"
+
+// startReport is what a monitor tells the CLI that started it: nothing
+// when the container runs (or waits for its attach), else why not.
+type startReport struct {
+	Error string `json:",omitempty"`
+	Code  int    `json:",omitempty"`
+}
+
+// Start starts c's monitor, detached in its own session so that the
+// container outlives the CLI, and returns once the container runs. With
+// waitAttach the monitor holds the command until a client attaches, so that
+// the client misses no output.
+func (s *Store) Start(c *Container, waitAttach bool) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(c.File("monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("start: %w", err)
+	}
+	defer logf.Close()
+	args := []string{MonitorCommand, "--root", s.Root(), c.ID}
+	if waitAttach {
+		args = append(args, "--attach")
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start monitor: %w", err)
+	}
+	w.Close()
+	out, _ := bufio.NewReader(r).ReadBytes('\n')
+	if len(bytes.TrimSpace(out)) == 0 {
+		// The monitor died before it could report.
+		_ = cmd.Wait()
+		msg, _ := os.ReadFile(c.File("monitor.log"))
+		return fmt.Errorf("container monitor failed: %s", strings.TrimSpace(string(msg)))
+	}
+	// The monitor lives on; it is reparented when this process exits.
+	go func() { _ = cmd.Wait() }()
+	var rep startReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return fmt.Errorf("container monitor: bad report %q", out)
+	}
+	if rep.Error != "" {
+		if rep.Code == ExitNotFound || rep.Code == ExitCannotExecute {
+			return &ExecError{Code: rep.Code, Msg: rep.Error}
+		}
+		return errors.New(rep.Error)
+	}
+	return nil
+}
+
+// Root is the lamina store root the containers directory is in.
+func (s *Store) Root() string { return strings.TrimSuffix(s.dir, "/containers") }
+
+// monitor runs one container from mount to unmount.
+type monitor struct {
+	s          *Store
+	c          *Container
+	report     *os.File
+	reported   bool
+	waitAttach bool
+
+	hub      hub
+	stdin    stdinSink
+	pty      *os.File
+	init     *InitProcess
+	attached chan struct{} // closed by the first client to attach
+	once     sync.Once
+}
+
+// RunMonitor is the monitor's body. report is the pipe to the starting
+// CLI; onExit runs after the container has stopped and been unmounted, and
+// before attached clients hear the exit status (the CLI's --rm hooks in
+// there).
+func (s *Store) RunMonitor(id string, report *os.File, waitAttach bool, onExit func(*Container, *State)) error {
+	// The report pipe came in without close-on-exec: no child of the
+	// monitor (a FUSE server) may hold it, or the CLI never sees EOF.
+	unix.CloseOnExec(int(report.Fd()))
+	m := &monitor{s: s, report: report, waitAttach: waitAttach, attached: make(chan struct{})}
+	err := m.run(id, onExit)
+	m.sendReport(err)
+	return err
+}
+
+func (m *monitor) sendReport(err error) {
+	if m.reported {
+		return
+	}
+	m.reported = true
+	rep := startReport{}
+	if err != nil {
+		rep.Error = err.Error()
+		rep.Code = 125
+		var ee *ExecError
+		if errors.As(err, &ee) {
+			rep.Code = ee.Code
+		}
+	}
+	b, _ := json.Marshal(rep)
+	_, _ = m.report.Write(append(b, '\n'))
+	m.report.Close()
+}
+
+func (m *monitor) run(id string, onExit func(*Container, *State)) error {
+	c, err := m.s.Load(id)
+	if err != nil {
+		return err
+	}
+	m.c = c
+	// monitor.lock is held until this process exits: it is how others
+	// know the container runs.
+	lockf, err := os.OpenFile(c.File("monitor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("monitor lock: %w", err)
+	}
+	defer lockf.Close()
+	if err := unix.Flock(int(lockf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("container %s is already running", c.ID[:12])
+	}
+
+	mnt, err := mountRootfs(c)
+	if err != nil {
+		return err
+	}
+	defer mnt.Unmount()
+	spec, err := m.runtimeSpec(mnt.Target())
+	if err != nil {
+		return err
+	}
+	cg, err := NewCgroup(c.ID, spec.Linux.Resources)
+	if err != nil {
+		return err
+	}
+	defer cg.Destroy()
+	logf, err := openLogFile(c.File("ctr.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	ln, err := m.listen()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	defer os.Remove(c.File("attach.sock"))
+
+	stdio, pumps, err := m.stdio(spec, logf)
+	if err != nil {
+		return err
+	}
+	ip, err := StartInit(spec, stdio, cg)
+	closeChildEnds(stdio)
+	if err != nil {
+		m.recordNotStarted(err)
+		return err
+	}
+	m.init = ip
+	if ip.Pty != nil {
+		m.pty = ip.Pty
+		m.stdin.w = ip.Pty
+		pumps = append(pumps, pump(ip.Pty, &streamWriter{hub: &m.hub, typ: frameStdout, split: &lineSplitter{log: logf, stream: "stdout"}}))
+	}
+	go m.accept(ln)
+	if m.waitAttach {
+		m.sendReport(nil)
+		select {
+		case <-m.attached:
+		case <-time.After(60 * time.Second):
+		}
+	}
+	if err := ip.Start(); err != nil {
+		_, _ = ip.Wait()
+		m.recordNotStarted(err)
+		st := ExitStatus{ExitCode: 125, Error: err.Error()}
+		var ee *ExecError
+		if errors.As(err, &ee) {
+			st.ExitCode = ee.Code
+		}
+		b, _ := json.Marshal(st)
+		m.hub.broadcast(frameExit, b)
+		return err
+	}
+	started := time.Now().UTC()
+	if err := m.updateState(func(st *State) {
+		*st = State{Status: "running", Running: true, Pid: ip.Pid(), StartedAt: started,
+			MonitorPid: os.Getpid(), Cgroup: cg}
+	}); err != nil {
+		ip.Kill()
+		_, _ = ip.Wait()
+		return err
+	}
+	m.sendReport(nil)
+
+	code, _ := ip.Wait()
+	waitPumps(pumps, 5*time.Second)
+	oom := cg.OOMKilled()
+	finished := time.Now().UTC()
+	cgErr := cg.Destroy()
+	mntErr := mnt.Unmount()
+	var final State
+	_ = m.updateState(func(st *State) {
+		*st = State{Status: "exited", ExitCode: code, OOMKilled: oom, StartedAt: started, FinishedAt: finished}
+		if err := errors.Join(cgErr, mntErr); err != nil {
+			st.Error = err.Error()
+		}
+		final = *st
+	})
+	if onExit != nil {
+		onExit(c, &final)
+	}
+	b, _ := json.Marshal(ExitStatus{ExitCode: code, OOMKilled: oom})
+	m.hub.broadcast(frameExit, b)
+	m.hub.mu.Lock()
+	for _, cl := range m.hub.clients {
+		cl.conn.Close()
+	}
+	m.hub.mu.Unlock()
+	return nil
+}
+
+func (m *monitor) updateState(f func(*State)) error {
+	unlock, err := m.s.LockContainer(m.c)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st := &State{}
+	if b, err := os.ReadFile(m.c.File("state.json")); err == nil {
+		_ = json.Unmarshal(b, st)
+	}
+	f(st)
+	return m.s.SaveState(m.c, st)
+}
+
+// recordNotStarted records a command that could not run: docker leaves
+// such a container "created" with the exit code and the error.
+func (m *monitor) recordNotStarted(err error) {
+	code := 125
+	var ee *ExecError
+	if errors.As(err, &ee) {
+		code = ee.Code
+	}
+	_ = m.updateState(func(st *State) {
+		*st = State{Status: "created", ExitCode: code, Error: err.Error()}
+	})
+}
+
+// runtimeSpec is the container's spec with what only a start knows: the
+// mount point, and /etc/hosts, /etc/hostname and /etc/resolv.conf.
+func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
+	b, err := json.Marshal(m.c.Spec)
+	if err != nil {
+		return nil, err
+	}
+	spec := &specs.Spec{}
+	if err := json.Unmarshal(b, spec); err != nil {
+		return nil, err
+	}
+	spec.Root.Path = rootfs
+	hostNet := true
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			hostNet = false
+		}
+	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+	if hostNet {
+		if h, err := os.ReadFile("/etc/hosts"); err == nil {
+			hosts = string(h)
+		}
+	}
+	resolv, _ := os.ReadFile("/etc/resolv.conf")
+	files := []struct{ name, dest, content string }{
+		{"hosts", "/etc/hosts", hosts},
+		{"hostname", "/etc/hostname", spec.Hostname + "\n"},
+		{"resolv.conf", "/etc/resolv.conf", string(resolv)},
+	}
+	for _, f := range files {
+		if err := os.WriteFile(m.c.File(f.name), []byte(f.content), 0o644); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.dest, err)
+		}
+		opts := []string{"rbind", "rprivate"}
+		if spec.Root.Readonly {
+			opts = append(opts, "ro")
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: f.dest, Type: "bind", Source: m.c.File(f.name), Options: opts})
+	}
+	return spec, nil
+}
+
+func (m *monitor) listen() (*net.UnixListener, error) {
+	path, closeDir, err := socketPath(m.c)
+	if err != nil {
+		return nil, err
+	}
+	defer closeDir()
+	_ = os.Remove(m.c.File("attach.sock"))
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("attach socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
+}
+
+// stdio makes the container's stdio: pipes for output (to the log and
+// attached clients), a pipe for stdin when it is open, /dev/null otherwise.
+// With a terminal, init makes the pty and the pumps start once it has.
+func (m *monitor) stdio(spec *specs.Spec, logf *logFile) (Stdio, []chan struct{}, error) {
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return Stdio{}, nil, err
+	}
+	if spec.Process.Terminal {
+		return Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil, nil
+	}
+	st := Stdio{Stdin: devnull}
+	var pumps []chan struct{}
+	if m.c.Config.OpenStdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return st, nil, err
+		}
+		st.Stdin = r
+		m.stdin.w = w
+	}
+	for _, s := range []struct {
+		dst  **os.File
+		typ  byte
+		name string
+	}{{&st.Stdout, frameStdout, "stdout"}, {&st.Stderr, frameStderr, "stderr"}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return st, nil, err
+		}
+		*s.dst = w
+		pumps = append(pumps, pump(r, &streamWriter{hub: &m.hub, typ: s.typ, split: &lineSplitter{log: logf, stream: s.name}}))
+	}
+	return st, pumps, nil
+}
+
+func closeChildEnds(st Stdio) {
+	for _, f := range []*os.File{st.Stdin, st.Stdout, st.Stderr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// pump copies r to w until EOF (or EIO from a pty whose last holder has
+// gone), then flushes w's partial line.
+func pump(r *os.File, w *streamWriter) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(w, r)
+		w.split.flush()
+	}()
+	return done
+}
+
+func waitPumps(pumps []chan struct{}, limit time.Duration) {
+	deadline := time.After(limit)
+	for _, p := range pumps {
+		select {
+		case <-p:
+		case <-deadline:
+			return
+		}
+	}
+}
+
+// accept serves attach clients until the listener closes.
+func (m *monitor) accept(ln *net.UnixListener) {
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go m.serve(conn)
+	}
+}
+
+func (m *monitor) serve(conn *net.UnixConn) {
+	defer conn.Close()
+	// Only root (or the store's owner) may attach.
+	if cred, err := unix.GetsockoptUcred(connFd(conn), unix.SOL_SOCKET, unix.SO_PEERCRED); err != nil ||
+		(cred.Uid != 0 && int(cred.Uid) != os.Getuid()) {
+		return
+	}
+	typ, p, err := readFrame(conn)
+	if err != nil || typ != frameHello {
+		return
+	}
+	cl := &attachClient{conn: conn}
+	if err := json.Unmarshal(p, &cl.hello); err != nil {
+		return
+	}
+	m.hub.add(cl)
+	defer m.hub.remove(cl)
+	m.once.Do(func() { close(m.attached) })
+	for {
+		typ, p, err := readFrame(conn)
+		if err != nil {
+			if cl.hello.Stdin && m.c.Config.StdinOnce {
+				m.stdin.close(m.pty != nil)
+			}
+			return
+		}
+		switch typ {
+		case frameStdin:
+			m.stdin.write(p)
+		case frameStdinClose:
+			m.stdin.close(m.pty != nil)
+		case frameResize:
+			var sz [2]uint16
+			if json.Unmarshal(p, &sz) == nil && m.pty != nil {
+				_ = unix.IoctlSetWinsize(int(m.pty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz[0], Col: sz[1]})
+			}
+		case frameSignal:
+			var sig int
+			if json.Unmarshal(p, &sig) == nil && m.init != nil && sig > 0 {
+				_ = unix.Kill(m.init.Pid(), unix.Signal(sig))
+			}
+		}
+	}
+}
+
+func connFd(c *net.UnixConn) int {
+	fd := -1
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	return fd
+}

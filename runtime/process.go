@@ -1,0 +1,176 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// InitProcess is a container's init as its parent (the monitor) sees it:
+// spawned into new namespaces, set up, and waiting for Start.
+type InitProcess struct {
+	cmd  *exec.Cmd
+	sock *os.File
+	// Pty is the pty master when the spec asks for a terminal.
+	Pty       *os.File
+	cg        *Cgroup
+	resources *specs.LinuxResources
+}
+
+// Stdio is what the container's fds 0-2 are, when it has no terminal.
+type Stdio struct {
+	Stdin          *os.File
+	Stdout, Stderr *os.File
+}
+
+var nsFlags = map[specs.LinuxNamespaceType]uintptr{
+	specs.MountNamespace: unix.CLONE_NEWNS, specs.PIDNamespace: unix.CLONE_NEWPID,
+	specs.UTSNamespace: unix.CLONE_NEWUTS, specs.IPCNamespace: unix.CLONE_NEWIPC,
+	specs.NetworkNamespace: unix.CLONE_NEWNET,
+	// The cgroup namespace is unshared by init itself, after the monitor
+	// has put it into its cgroups: v1 has no clone-into-cgroup.
+}
+
+// StartInit spawns the container's init for spec, puts it into cg (nil: no
+// cgroups), and waits until the root filesystem is built and the command
+// found. The caller then calls Start, and Wait.
+//
+// A not-found command is an *ExecError with code 127.
+func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) {
+	exe, err := sealedExe()
+	if err != nil {
+		return nil, err
+	}
+	defer exe.Close()
+	parent, child, err := newSyncPair()
+	if err != nil {
+		return nil, err
+	}
+	var flags uintptr
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path != "" {
+			return nil, fmt.Errorf("joining namespace %s by path is not supported", ns.Type)
+		}
+		flags |= nsFlags[ns.Type]
+	}
+	// fd 3 is the sync socket, fd 4 the sealed binary we exec through.
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/fd/4",
+		Args:       []string{"lamina-init", InitCommand},
+		Env:        []string{},
+		Stdin:      stdio.Stdin,
+		Stdout:     stdio.Stdout,
+		Stderr:     stdio.Stderr,
+		ExtraFiles: []*os.File{child, exe},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			Setsid:     true,
+			Pdeathsig:  syscall.SIGKILL,
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		child.Close()
+		parent.Close()
+		return nil, fmt.Errorf("start init: %w", err)
+	}
+	child.Close()
+	p := &InitProcess{cmd: cmd, sock: parent, cg: cg, resources: spec.Linux.Resources}
+	if err := p.setup(spec, cg); err != nil {
+		p.Kill()
+		_, _ = p.Wait()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *InitProcess) setup(spec *specs.Spec, cg *Cgroup) error {
+	if cg != nil {
+		if err := cg.Add(p.cmd.Process.Pid); err != nil {
+			return err
+		}
+	}
+	if err := sendSync(p.sock, syncMsg{Type: "bootstrap", Spec: spec}, -1); err != nil {
+		return err
+	}
+	for {
+		m, f, err := recvSync(p.sock)
+		if errors.Is(err, io.EOF) {
+			return errors.New("container init exited during setup")
+		}
+		if err != nil {
+			return err
+		}
+		switch m.Type {
+		case "pty":
+			p.Pty = f
+		case "ready":
+			return nil
+		case "error":
+			if m.Code == ExitNotFound || m.Code == ExitCannotExecute {
+				return &ExecError{Code: m.Code, Msg: m.Error}
+			}
+			return fmt.Errorf("container init: %s", m.Error)
+		default:
+			return fmt.Errorf("container init: unexpected message %q", m.Type)
+		}
+	}
+}
+
+// Pid is init's pid on the host.
+func (p *InitProcess) Pid() int { return p.cmd.Process.Pid }
+
+// Start lets init exec the command, and reports whether execve worked
+// (the sync socket closes on a successful exec).
+func (p *InitProcess) Start() error {
+	defer p.sock.Close()
+	if p.cg != nil {
+		if err := p.cg.SetPidsLimit(p.resources); err != nil {
+			return err
+		}
+	}
+	if err := sendSync(p.sock, syncMsg{Type: "start"}, -1); err != nil {
+		return err
+	}
+	m, _, err := recvSync(p.sock)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if m.Type == "error" {
+		if m.Code == ExitNotFound || m.Code == ExitCannotExecute {
+			return &ExecError{Code: m.Code, Msg: m.Error}
+		}
+		return fmt.Errorf("container init: %s", m.Error)
+	}
+	return fmt.Errorf("container init: unexpected message %q", m.Type)
+}
+
+// Kill sends SIGKILL to init; the kernel then kills the whole PID namespace.
+func (p *InitProcess) Kill() { _ = p.cmd.Process.Kill() }
+
+// Wait waits for init to exit and returns docker's exit code for it:
+// its status, or 128+signal.
+func (p *InitProcess) Wait() (int, error) {
+	err := p.cmd.Wait()
+	p.sock.Close()
+	return ExitCode(p.cmd.ProcessState, err)
+}
+
+// ExitCode turns a wait status into docker's exit code.
+func ExitCode(ps *os.ProcessState, err error) (int, error) {
+	if ps == nil {
+		return -1, err
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ps.ExitCode(), nil
+}

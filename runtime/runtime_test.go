@@ -1,0 +1,123 @@
+package runtime
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/lamina-project/lamina/internal/testutil"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// TestMain lets the test binary serve as the container init, as the lamina
+// binary does.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == InitCommand {
+		if err := Init(); err != nil {
+			os.Stderr.WriteString("init: " + err.Error() + "\n")
+		}
+		os.Exit(125)
+	}
+	os.Exit(m.Run())
+}
+
+var (
+	rootfsOnce sync.Once
+	rootfsDir  string
+	rootfsErr  error
+)
+
+// sharedRootfs is one busybox rootfs for the tests that do not write to it.
+func sharedRootfs(t *testing.T) string {
+	t.Helper()
+	rootfsOnce.Do(func() {
+		rootfsDir, rootfsErr = os.MkdirTemp("", "lamina-rt-rootfs-")
+		if rootfsErr == nil {
+			_ = os.Chmod(rootfsDir, 0o755)
+			rootfsErr = testutil.MakeBusyboxRootfs(rootfsDir)
+		}
+	})
+	if rootfsErr != nil {
+		t.Fatal(rootfsErr)
+	}
+	return rootfsDir
+}
+
+var cgSeq int
+
+type result struct {
+	code           int
+	stdout, stderr string
+	oom            bool
+}
+
+// runSpec runs a container from o over rootfs and returns what it printed.
+func runSpec(t *testing.T, rootfs string, o Options, tweak ...func(*specs.Spec)) result {
+	t.Helper()
+	if o.Network == "" {
+		o.Network = "none"
+	}
+	spec, err := NewSpec("0123456789abcdef", rootfs, o)
+	if err != nil {
+		t.Fatalf("spec: %v", err)
+	}
+	for _, f := range tweak {
+		f(spec)
+	}
+	cgSeq++
+	cg, err := NewCgroup(fmt.Sprintf("rt-test-%d-%d", os.Getpid(), cgSeq), spec.Linux.Resources)
+	if err != nil {
+		t.Fatalf("cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cg.Destroy(); err != nil {
+			t.Errorf("cgroup cleanup: %v", err)
+		}
+	})
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	p, err := StartInit(spec, Stdio{Stdin: devnull, Stdout: outW, Stderr: errW}, cg)
+	outW.Close()
+	errW.Close()
+	var ee *ExecError
+	if errors.As(err, &ee) {
+		return result{code: ee.Code, stderr: ee.Msg}
+	}
+	if err != nil {
+		t.Fatalf("start init: %v", err)
+	}
+	var wg sync.WaitGroup
+	var so, se bytes.Buffer
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = so.ReadFrom(outR) }()
+	go func() { defer wg.Done(); _, _ = se.ReadFrom(errR) }()
+	if err := p.Start(); err != nil {
+		if errors.As(err, &ee) {
+			_, _ = p.Wait()
+			wg.Wait()
+			return result{code: ee.Code, stderr: ee.Msg}
+		}
+		t.Fatalf("start: %v", err)
+	}
+	code, err := p.Wait()
+	if err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	wg.Wait()
+	return result{code: code, stdout: so.String(), stderr: se.String(), oom: cg.OOMKilled()}
+}
+
+func sh(script string) Options { return Options{Args: []string{"/bin/sh", "-c", script}} }
+
+func TestRunTrue(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	r := runSpec(t, sharedRootfs(t), sh("echo hello; echo oops >&2; exit 3"))
+	if r.code != 3 || r.stdout != "hello\n" || r.stderr != "oops\n" {
+		t.Fatalf("got %+v", r)
+	}
+}

@@ -1,0 +1,422 @@
+package runtime
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lamina-project/lamina/driver"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// A container lives in <root>/containers/<id>/:
+//
+//	config.json   Container, written at create and rename
+//	state.json    State, written by the monitor and by pause/unpause
+//	lock          flock taken for every change of this container
+//	monitor.lock  held exclusively by the monitor for its whole life, so
+//	              that anyone can tell a live monitor from a dead one
+//	              without trusting a pid that may have been reused
+//	ctr.log       docker json-file log
+//	attach.sock   the monitor's attach socket
+//	hosts, hostname, resolv.conf   bind-mounted into the container
+//	upper/ work/ merged/           the read-write layer and the mount point
+//
+// <root>/containers/.lock serialises what must be unique across containers
+// (names) and removal. Files are written to a temp name and renamed.
+
+// Config is the docker-visible configuration of a container, with
+// docker's JSON names, as inspect shows it.
+type Config struct {
+	Hostname     string
+	User         string
+	Env          []string
+	Cmd          []string
+	Entrypoint   []string
+	WorkingDir   string
+	Image        string
+	Tty          bool
+	OpenStdin    bool
+	StdinOnce    bool
+	AttachStdin  bool
+	AttachStdout bool
+	AttachStderr bool
+	Labels       map[string]string
+}
+
+// HostConfig is docker's HostConfig, the subset lamina implements.
+type HostConfig struct {
+	Binds          []string
+	Tmpfs          []string `json:",omitempty"`
+	AutoRemove     bool
+	ReadonlyRootfs bool
+	Privileged     bool
+	CapAdd         []string
+	CapDrop        []string
+	SecurityOpt    []string
+	Memory         int64
+	NanoCpus       int64
+	PidsLimit      int64
+	NetworkMode    string
+}
+
+// Container is a container's record (config.json).
+type Container struct {
+	ID         string
+	Name       string
+	Created    time.Time
+	Path       string
+	Args       []string
+	Image      string // the image ID
+	ImageName  string // the reference the user gave
+	Config     Config
+	HostConfig HostConfig
+	// Spec is the OCI runtime spec the container runs with; its root path
+	// is the mount point.
+	Spec *specs.Spec
+	// Driver is the storage driver; Layers the union it mounts.
+	Driver string
+	Layers driver.Layers
+	// ImageSize is the image's size, for ps -s "(virtual ...)".
+	ImageSize int64
+
+	dir string
+}
+
+// State is a container's run state (state.json), with docker's names.
+type State struct {
+	Status     string // created, running, paused, exited, dead
+	Running    bool
+	Paused     bool
+	Restarting bool
+	OOMKilled  bool
+	Dead       bool
+	Pid        int
+	ExitCode   int
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	// MonitorPid is the monitor's pid while it runs.
+	MonitorPid int     `json:",omitempty"`
+	Cgroup     *Cgroup `json:",omitempty"`
+}
+
+// Store is the containers directory of a lamina store.
+type Store struct {
+	dir string
+}
+
+// Errors the CLI turns into docker's messages.
+var (
+	ErrNoSuchContainer = errors.New("no such container")
+	ErrNameInUse       = errors.New("name already in use")
+	ErrAmbiguous       = errors.New("multiple containers match")
+)
+
+// OpenStore opens (creating) the containers directory under a lamina root.
+func OpenStore(root string) (*Store, error) {
+	dir := filepath.Join(root, "containers")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("containers dir: %w", err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Dir is the container's directory.
+func (c *Container) Dir() string { return c.dir }
+
+// File is a path inside the container's directory.
+func (c *Container) File(name string) string { return filepath.Join(c.dir, name) }
+
+// NewID returns a random 64-hex container ID whose short form is not all
+// digits (docker avoids those, they read as numbers).
+func NewID() string {
+	for {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		id := hex.EncodeToString(b)
+		if strings.Trim(id[:12], "0123456789") != "" {
+			return id
+		}
+	}
+}
+
+var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// Lock takes the store-wide lock; the returned function releases it.
+func (s *Store) Lock() (func(), error) { return flock(filepath.Join(s.dir, ".lock")) }
+
+// LockContainer takes c's lock.
+func (s *Store) LockContainer(c *Container) (func(), error) { return flock(c.File("lock")) }
+
+func flock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Create makes c's directory and records it, failing if the name is taken.
+// With an empty name, a docker-style name is generated.
+func (s *Store) Create(c *Container) error {
+	unlock, err := s.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	all, err := s.List()
+	if err != nil {
+		return err
+	}
+	taken := map[string]string{}
+	for _, o := range all {
+		taken[o.Name] = o.ID
+	}
+	if c.Name == "" {
+		for i := 0; ; i++ {
+			n := GenerateName(i > 10)
+			if _, ok := taken[n]; !ok {
+				c.Name = n
+				break
+			}
+		}
+	} else {
+		c.Name = strings.TrimPrefix(c.Name, "/")
+		if !validName.MatchString(c.Name) {
+			return fmt.Errorf("invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", c.Name)
+		}
+		if id, ok := taken[c.Name]; ok {
+			return fmt.Errorf("the container name \"/%s\" is already in use by container %q: %w", c.Name, id, ErrNameInUse)
+		}
+	}
+	c.dir = filepath.Join(s.dir, c.ID)
+	if err := os.Mkdir(c.dir, 0o700); err != nil {
+		return fmt.Errorf("container dir: %w", err)
+	}
+	if err := s.SaveConfig(c); err != nil {
+		os.RemoveAll(c.dir)
+		return err
+	}
+	if err := s.SaveState(c, &State{Status: "created"}); err != nil {
+		os.RemoveAll(c.dir)
+		return err
+	}
+	return nil
+}
+
+// SaveConfig writes config.json atomically.
+func (s *Store) SaveConfig(c *Container) error { return writeJSON(c.File("config.json"), c) }
+
+// SaveState writes state.json atomically.
+func (s *Store) SaveState(c *Container, st *State) error { return writeJSON(c.File("state.json"), st) }
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// Load reads the container with the full ID id.
+func (s *Store) Load(id string) (*Container, error) {
+	dir := filepath.Join(s.dir, id)
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", id, ErrNoSuchContainer)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	c := &Container{}
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("container %s: config.json: %w", id, err)
+	}
+	c.dir = dir
+	return c, nil
+}
+
+// List returns every container, newest first.
+func (s *Store) List() ([]*Container, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []*Container
+	for _, e := range entries {
+		if !e.IsDir() || len(e.Name()) != 64 {
+			continue
+		}
+		c, err := s.Load(e.Name())
+		if err != nil {
+			continue // being created or removed
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// Get finds a container by full ID, name, or unique ID prefix, as docker
+// does (an exact name wins over a prefix).
+func (s *Store) Get(ref string) (*Container, error) {
+	ref = strings.TrimPrefix(ref, "/")
+	if ref == "" {
+		return nil, fmt.Errorf("%q: %w", ref, ErrNoSuchContainer)
+	}
+	if len(ref) == 64 {
+		if c, err := s.Load(ref); err == nil {
+			return c, nil
+		}
+	}
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range all {
+		if c.Name == ref {
+			return c, nil
+		}
+	}
+	var match []*Container
+	for _, c := range all {
+		if strings.HasPrefix(c.ID, ref) {
+			match = append(match, c)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("%s: %w", ref, ErrNoSuchContainer)
+	case 1:
+		return match[0], nil
+	}
+	return nil, fmt.Errorf("%s: %w", ref, ErrAmbiguous)
+}
+
+// State reads c's state and corrects it when the monitor has died without
+// recording the end: ps must show the truth.
+func (s *Store) State(c *Container) (*State, error) {
+	st := &State{}
+	b, err := os.ReadFile(c.File("state.json"))
+	if err != nil {
+		return nil, fmt.Errorf("container %s: state: %w", c.ID, err)
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("container %s: state.json: %w", c.ID, err)
+	}
+	if (st.Running || st.Status == "running" || st.Status == "paused") && !s.MonitorAlive(c) {
+		// Re-read: the monitor may have just finished writing.
+		if b, err := os.ReadFile(c.File("state.json")); err == nil {
+			_ = json.Unmarshal(b, st)
+		}
+		if st.Running {
+			// No container runs without its monitor: Pdeathsig usually
+			// took init with it, but not reliably (a SIGKILLed
+			// multi-threaded parent), so finish the job through the
+			// cgroup, which holds every process of the container.
+			if st.Cgroup != nil {
+				st.Cgroup.killAll()
+			}
+			st.Status, st.Running, st.Paused = "exited", false, false
+			st.ExitCode = 255
+			st.Error = "container monitor exited unexpectedly"
+			st.Pid = 0
+			if st.FinishedAt.IsZero() {
+				st.FinishedAt = time.Now().UTC()
+			}
+		}
+	}
+	return st, nil
+}
+
+// MonitorAlive reports whether c's monitor holds monitor.lock.
+func (s *Store) MonitorAlive(c *Container) bool {
+	f, err := os.OpenFile(c.File("monitor.lock"), os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	return false
+}
+
+// Rename changes c's name.
+func (s *Store) Rename(c *Container, name string) error {
+	unlock, err := s.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	name = strings.TrimPrefix(name, "/")
+	if !validName.MatchString(name) {
+		return fmt.Errorf("invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
+	}
+	all, err := s.List()
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		if o.Name == name {
+			return fmt.Errorf("the container name \"/%s\" is already in use by container %q: %w", name, o.ID, ErrNameInUse)
+		}
+	}
+	c.Name = name
+	return s.SaveConfig(c)
+}
+
+// Delete removes a stopped container's directory, unmounting whatever a
+// dead monitor left mounted and removing its cgroups.
+func (s *Store) Delete(c *Container) error {
+	unlock, err := s.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, _ := s.State(c)
+	if st != nil && st.Cgroup != nil {
+		if err := st.Cgroup.Destroy(); err != nil {
+			return err
+		}
+	}
+	if err := unmountAll(c.File("merged")); err != nil {
+		return err
+	}
+	// Rename first so a half-removed container never shows in List.
+	gone := filepath.Join(s.dir, ".removing-"+c.ID)
+	if err := os.Rename(c.dir, gone); err != nil {
+		return fmt.Errorf("remove container: %w", err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("remove container: %w", err)
+	}
+	return nil
+}

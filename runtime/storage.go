@@ -1,0 +1,186 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/lamina-project/lamina/driver"
+	"github.com/lamina-project/lamina/fs"
+	"golang.org/x/sys/unix"
+)
+
+// Storage drivers a container can use. The monitor mounts the union when
+// the container starts and unmounts it when it stops.
+const (
+	DriverLaminafs = "laminafs"
+	DriverOverlay  = "overlay"
+	DriverVFS      = "vfs"
+)
+
+// DefaultDriver is laminafs, served by the monitor itself, when FUSE is
+// there; else kernel overlay.
+func DefaultDriver() string {
+	if (laminafs{}).Available() == nil {
+		return DriverLaminafs
+	}
+	return DriverOverlay
+}
+
+// CheckDriver rejects a storage driver lamina cannot run containers on.
+func CheckDriver(name string) error {
+	d, err := storageDriver(name)
+	if err != nil {
+		return err
+	}
+	return d.Available()
+}
+
+func storageDriver(name string) (driver.Driver, error) {
+	switch name {
+	case DriverLaminafs:
+		return laminafs{}, nil
+	case DriverOverlay:
+		return driver.Overlay{}, nil
+	case DriverVFS:
+		return vfs{}, nil
+	}
+	return nil, fmt.Errorf("storage driver %q is not supported (laminafs, overlay, vfs)", name)
+}
+
+// laminafs serves the union from the monitor's own process (fs.Mount), as
+// DESIGN.md's process model has it: no laminafs process to start and poll
+// for, and the mount lives exactly as long as the container's monitor.
+type laminafs struct{}
+
+func (laminafs) Name() string { return DriverLaminafs }
+
+func (laminafs) Available() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("laminafs: no /dev/fuse: %w", driver.ErrUnavailable)
+	}
+	return nil
+}
+
+func (laminafs) Mount(l driver.Layers, target string) (driver.Mount, error) {
+	srv, err := fs.Mount(target, fs.Config{Lower: l.Lower, Upper: l.Upper, Work: l.Work},
+		fs.MountOptions{AllowOther: os.Geteuid() == 0, FsName: "laminafs"})
+	if err != nil {
+		return nil, fmt.Errorf("laminafs: %w", err)
+	}
+	return &serverMount{srv: srv, target: target}, nil
+}
+
+// serverMount is a union this process serves.
+type serverMount struct {
+	srv    *fuse.Server
+	target string
+	once   sync.Once
+	err    error
+}
+
+func (m *serverMount) Target() string { return m.target }
+
+func (m *serverMount) Unmount() error {
+	m.once.Do(func() {
+		if err := m.srv.Unmount(); err != nil {
+			// Busy: detach, so that nothing is left mounted.
+			if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil {
+				m.err = fmt.Errorf("unmount %s: %w", m.target, err)
+				return
+			}
+		}
+		m.srv.Wait()
+	})
+	return m.err
+}
+
+// vfs is docker's vfs driver: no union at all. On the container's first
+// start the image's layers are merged into its upper directory, a full
+// private copy; every start then bind-mounts that copy. It works on any
+// filesystem and any kernel, at the price of the copy.
+type vfs struct{}
+
+func (vfs) Name() string { return DriverVFS }
+
+func (vfs) Available() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("vfs: needs root (bind mount): %w", driver.ErrUnavailable)
+	}
+	return nil
+}
+
+func (vfs) Mount(l driver.Layers, target string) (driver.Mount, error) {
+	if l.Upper == "" {
+		return nil, errors.New("vfs: needs an upper directory")
+	}
+	// The stamp is written only once the copy is complete, so a crash
+	// mid-copy is redone on the next start.
+	stamp := filepath.Join(filepath.Dir(l.Upper), "vfs.done")
+	if _, err := os.Stat(stamp); err != nil {
+		if err := os.RemoveAll(l.Upper); err != nil {
+			return nil, fmt.Errorf("vfs: %w", err)
+		}
+		if err := os.Mkdir(l.Upper, 0o755); err != nil {
+			return nil, fmt.Errorf("vfs: %w", err)
+		}
+		if err := driver.MergeLayers(l.Lower, l.Upper, false); err != nil {
+			return nil, fmt.Errorf("vfs: copy layers: %w", err)
+		}
+		if err := os.WriteFile(stamp, nil, 0o600); err != nil {
+			return nil, fmt.Errorf("vfs: %w", err)
+		}
+	}
+	if err := unix.Mount(l.Upper, target, "", unix.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("vfs: bind %s on %s: %w", l.Upper, target, err)
+	}
+	return &bindMount{target: target}, nil
+}
+
+// bindMount is vfs's mount of a container's copy.
+type bindMount struct{ target string }
+
+func (m *bindMount) Target() string { return m.target }
+
+func (m *bindMount) Unmount() error { return unmountAll(m.target) }
+
+// mountRootfs mounts c's union on its merged directory.
+func mountRootfs(c *Container) (driver.Mount, error) {
+	d, err := storageDriver(c.Driver)
+	if err != nil {
+		return nil, err
+	}
+	target := c.File("merged")
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return nil, fmt.Errorf("mount point: %w", err)
+	}
+	// A monitor that was killed may have left its mount behind.
+	if err := unmountAll(target); err != nil {
+		return nil, err
+	}
+	m, err := d.Mount(c.Layers, target)
+	if err != nil {
+		return nil, fmt.Errorf("mount container filesystem: %w", err)
+	}
+	return m, nil
+}
+
+// unmountAll removes every mount stacked on target, including the dead
+// FUSE mount a killed monitor leaves (stat on it fails with ENOTCONN, so
+// the mount table is not consulted: unmounting until the kernel says
+// target is no mount point is the test).
+func unmountAll(target string) error {
+	for i := 0; i < 16; i++ {
+		err := unix.Unmount(target, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", target, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: still mounted", target)
+}
