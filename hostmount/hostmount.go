@@ -177,7 +177,8 @@ func (m *Manager) Mount(r Record, layers driver.Layers, hold, release func() err
 	r.Created = time.Now().UTC()
 	b, _ := json.MarshalIndent(&r, "", "  ")
 	tmp := m.recordPath(r.Key) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+	err = os.WriteFile(tmp, b, 0o600)
+	if err == nil {
 		err = os.Rename(tmp, m.recordPath(r.Key))
 	}
 	if err != nil {
