@@ -26,6 +26,7 @@ func imageCommands(app *App) []*cobra.Command {
 		newImportCmd(app),
 		newImageInspectCmd(app),
 		newImagePruneCmd(app),
+		newLayersCmd(app),
 	)
 	return []*cobra.Command{
 		newImagesCmd(app), newImportCmd(app), newTagCmd(app), newRmiCmd(app), newHistoryCmd(app),
