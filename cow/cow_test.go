@@ -172,13 +172,13 @@ func TestWhiteoutsAndOpaque(t *testing.T) {
 	}
 	d := filepath.Join(upper, "o")
 	os.Mkdir(d, 0o755)
-	if IsOpaque(d) {
+	if TrustedNS.IsOpaque(d) {
 		t.Error("new dir is opaque")
 	}
 	if err := SetOpaque(TrustedNS, d); err != nil {
 		t.Fatal(err)
 	}
-	if !IsOpaque(d) {
+	if !TrustedNS.IsOpaque(d) {
 		t.Error("opaque dir not seen")
 	}
 	// RemoveWhiteouts removes only whiteouts.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -39,8 +40,8 @@ func DefaultNS() XattrNS {
 // Opaque is the name of the opaque-directory xattr in ns.
 func (ns XattrNS) Opaque() string { return string(ns) + "opaque" }
 
-// Redirect is the name of the directory-redirect xattr in ns.
-func (ns XattrNS) Redirect() string { return string(ns) + "redirect" }
+// RedirectName is the name of the directory-redirect xattr in ns.
+func (ns XattrNS) RedirectName() string { return string(ns) + "redirect" }
 
 // OCI whiteout names, as found in image layer tars and in layers unpacked
 // by tools that keep them as files.
@@ -93,29 +94,41 @@ func IsWhiteoutStat(st *unix.Stat_t) bool {
 }
 
 // IsOpaque reports whether the directory at path carries an opaque marker
-// in either xattr namespace. (OCI ".wh..wh..opq" files are found by the
-// union's directory index, which reads every lower directory anyway.)
-func IsOpaque(path string) bool {
+// in namespace ns. Like kernel overlay, only the union's own namespace
+// counts: as root a user.overlay.* attribute is ordinary data a container
+// may set, and must not steer the union. (OCI ".wh..wh..opq" files are
+// found by the union's directory index.)
+func (ns XattrNS) IsOpaque(path string) bool {
 	var buf [4]byte
-	for _, ns := range []XattrNS{TrustedNS, UserNS} {
-		n, err := unix.Lgetxattr(path, ns.Opaque(), buf[:])
-		if err == nil && n >= 1 && buf[0] == 'y' {
-			return true
-		}
-	}
-	return false
+	n, err := unix.Lgetxattr(path, ns.Opaque(), buf[:])
+	return err == nil && n >= 1 && buf[0] == 'y'
 }
 
-// Redirect returns the redirect xattr of the directory at path, or "".
-func Redirect(path string) string {
-	buf := make([]byte, 4096)
-	for _, ns := range []XattrNS{TrustedNS, UserNS} {
-		n, err := unix.Lgetxattr(path, ns.Redirect(), buf)
-		if err == nil && n > 0 {
-			return string(buf[:n])
-		}
+// Redirect returns the redirect of the directory at path in namespace ns,
+// or "" when it has none or it is not a clean absolute path or single name
+// (kernel overlay refuses those too).
+func (ns XattrNS) Redirect(path string) string {
+	var buf [512]byte
+	n, err := unix.Lgetxattr(path, ns.RedirectName(), buf[:])
+	if err != nil || n <= 0 {
+		return ""
 	}
-	return ""
+	r := string(buf[:n])
+	if strings.HasPrefix(r, "/") {
+		if filepath.Clean(r) != r || r == "/" {
+			return ""
+		}
+		for _, c := range strings.Split(r[1:], "/") {
+			if c == ".." || c == "." {
+				return ""
+			}
+		}
+		return r
+	}
+	if strings.Contains(r, "/") || r == "." || r == ".." {
+		return ""
+	}
+	return r
 }
 
 // MakeWhiteout atomically replaces (or creates) dir/name with a whiteout.

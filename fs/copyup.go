@@ -86,6 +86,11 @@ func (u *union) inDir(n *node, f func(dirfd int) error) syscall.Errno {
 // other lookup; copyUp then only publishes it. Call end when done.
 func (u *union) beginChange(n *node, noData bool) (end func()) {
 	u.mu.RLock()
+	if n.upper {
+		// Nothing to copy, and changing an upper file in place changes
+		// no name: the read lock keeps renames away.
+		return u.mu.RUnlock
+	}
 	var srcPath string
 	if !n.upper && n.lower != nil && !u.readOnly() {
 		srcPath = u.lowers[n.lower.layer].abs(n.lower.path)
@@ -153,6 +158,9 @@ func (u *union) copyUp(n *node, truncate bool) syscall.Errno {
 	lower := *n.lower
 	n.upper = true
 	n.lower = nil
+	if n.lowerBacked.Load() {
+		u.supersede(n)
+	}
 	if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		u.linkUpSiblings(n, lower, st.Ino, rel)
 	}

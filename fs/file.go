@@ -18,7 +18,6 @@ type file struct {
 	gofs.FileHandle // a go-fuse LoopbackFile on fd: read, write, fsync, lseek, allocate, ...
 	n               *node
 	fd              int
-	lowerPT         bool // counted in n.lowerPT
 }
 
 // ptFile is a file the kernel may serve with FUSE passthrough.
@@ -55,9 +54,6 @@ func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	if f.lowerPT {
-		f.n.lowerPT.Add(-1)
-	}
 	return f.FileHandle.(gofs.FileReleaser).Release(ctx)
 }
 
@@ -68,10 +64,15 @@ func openFlags(flags uint32) uint32 {
 	return flags &^ (unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_TRUNC)
 }
 
-// openReal opens the real file at p for node n.
+// openReal opens the real file at p for node n. A superseded node is
+// not opened: ESTALE makes the kernel look the name up again (open(2)
+// retries once with LOOKUP_REVAL) and open the node that replaced it.
 //
 // Preconditions: u.mu is held.
 func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.superseded {
+		return nil, 0, syscall.ESTALE
+	}
 	fl := int(openFlags(flags))
 	if flags&unix.O_TRUNC != 0 {
 		fl |= unix.O_TRUNC
@@ -84,23 +85,32 @@ func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint
 	return fh, fflags, 0
 }
 
-// handle wraps an open descriptor of n's real file, and picks the kind:
-// passthrough unless the kernel still holds a lower backing file for this
-// inode (it keeps one backing file per inode, and a file copied up since
-// must not be served from its lower original).
+// handle wraps an open descriptor of n's real file, for passthrough.
 //
-// Preconditions: u.mu is held.
+// Preconditions: u.mu is held; n is not superseded.
 func (u *union) handle(n *node, fd int) (gofs.FileHandle, uint32) {
 	f := &file{FileHandle: gofs.NewLoopbackFile(fd), n: n, fd: fd}
-	switch {
-	case !n.upper:
-		f.lowerPT = true
-		n.lowerPT.Add(1)
-		return ptFile{f}, 0
-	case n.lowerPT.Load() > 0:
-		return f, fuse.FOPEN_DIRECT_IO
-	default:
-		return ptFile{f}, 0
+	if !n.upper && !u.readOnly() {
+		n.lowerBacked.Store(true)
+	}
+	return ptFile{f}, 0
+}
+
+// supersede retires node n, just copied up while the kernel may still
+// hold its lower file as passthrough backing: its inode number moves to a
+// new generation, so the next lookup of any of its names makes a new node
+// (same st_ino for the user) served from the upper file, and its cached
+// dentry is dropped so that lookup happens. Descriptors already open on n
+// keep reading the lower file, as with kernel overlay.
+//
+// Preconditions: u.mu is held for writing.
+func (u *union) supersede(n *node) {
+	n.superseded = true
+	u.inos.bump(n.ino)
+	if name, p := n.Parent(); p != nil {
+		// Not from inside this request: the kernel may hold locks the
+		// notification needs.
+		go p.NotifyEntry(name)
 	}
 }
 

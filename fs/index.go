@@ -39,14 +39,15 @@ type lentry struct {
 
 // layerIndex caches the listings of one lower layer.
 type layerIndex struct {
+	ns   cow.XattrNS // whose opaque and redirect markers count
 	root string
 	dev  uint64     // st_dev of the layer root
 	mu   sync.Mutex // guards dirs
 	dirs map[string]*dirIndex
 }
 
-func newLayerIndex(root string, dev uint64) *layerIndex {
-	return &layerIndex{root: root, dev: dev, dirs: make(map[string]*dirIndex)}
+func newLayerIndex(ns cow.XattrNS, root string, dev uint64) *layerIndex {
+	return &layerIndex{ns: ns, root: root, dev: dev, dirs: make(map[string]*dirIndex)}
 }
 
 // abs is the absolute path of rel ("" is the layer root) in the layer.
@@ -85,8 +86,8 @@ func (l *layerIndex) read(rel string) *dirIndex {
 	}
 	defer unix.Close(fd)
 	d := &dirIndex{entries: make(map[string]*lentry), whiteouts: make(map[string]bool)}
-	d.opaque = cow.IsOpaque(p)
-	d.redirect = cow.Redirect(p)
+	d.opaque = l.ns.IsOpaque(p)
+	d.redirect = l.ns.Redirect(p)
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := unix.Getdents(fd, buf)

@@ -8,8 +8,6 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"github.com/lamina-project/lamina/cow"
 )
 
 // MountOptions tune how the union is served.
@@ -48,7 +46,7 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 		return nil, fmt.Errorf("mountpoint %s: %w", target, syscall.ENOTDIR)
 	}
 	root := &node{u: u, upper: u.upper != "", ino: 1}
-	if root.upper && cow.IsOpaque(u.upper) {
+	if root.upper && u.ns.IsOpaque(u.upper) {
 		root.opaque = true
 	} else {
 		for j, l := range u.lowers {

@@ -42,10 +42,18 @@ type node struct {
 	// by copyUp. Guarded by u.mu.
 	prep *cow.Prepared
 
-	// lowerPT counts open passthrough handles whose backing file is the
-	// lower file. While any is open the kernel keeps that backing for
-	// the inode, so later opens must not use passthrough.
-	lowerPT atomic.Int32
+	// lowerBacked is set once the kernel has been given this node's
+	// lower file as passthrough backing. The kernel keeps one backing
+	// file per inode (until some time after the last such open is
+	// released), and would reuse it for any later passthrough open: after
+	// copy-up that would send writes into the lower layer. So a node that
+	// was ever lower-backed is superseded when copied up (see supersede)
+	// and never opened again.
+	lowerBacked atomic.Bool
+	// superseded: copied up after being lower-backed; opens answer
+	// ESTALE, so the kernel looks the name up again and gets a new node.
+	// Guarded by u.mu.
+	superseded bool
 }
 
 // entry is the result of resolving one name in a directory.
@@ -137,11 +145,11 @@ func (u *union) resolveAt(d dirState, name string) (entry, syscall.Errno) {
 			if e.upperSt.Mode&unix.S_IFMT != unix.S_IFDIR {
 				return e, 0
 			}
-			if cow.IsOpaque(p) {
+			if u.ns.IsOpaque(p) {
 				e.opaque = true
 				return e, 0
 			}
-			redirect = cow.Redirect(p)
+			redirect = u.ns.Redirect(p)
 		case err != syscall.ENOENT:
 			return e, gofs.ToErrno(err)
 		}

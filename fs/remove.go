@@ -243,7 +243,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 func (u *union) markMovedDir(d *node, upperPath string, np *node, newName string) syscall.Errno {
 	if len(d.dirLowers) > 0 && !d.opaque {
 		redirect := "/" + d.dirLowers[0].path
-		if err := unix.Lsetxattr(upperPath, u.ns.Redirect(), []byte(redirect), 0); err != nil {
+		if err := unix.Lsetxattr(upperPath, u.ns.RedirectName(), []byte(redirect), 0); err != nil {
 			return errnoOf(err)
 		}
 		return 0

@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -103,7 +104,7 @@ func newUnion(cfg Config) (*union, error) {
 			return nil, err
 		}
 		lowerAbs = append(lowerAbs, abs)
-		u.lowers = append(u.lowers, newLayerIndex(abs, devs[len(devs)-1]))
+		u.lowers = append(u.lowers, newLayerIndex(u.ns, abs, devs[len(devs)-1]))
 	}
 	if cfg.Upper != "" {
 		up, err := check("upperdir", cfg.Upper)
@@ -127,6 +128,16 @@ func newUnion(cfg Config) (*union, error) {
 		for _, l := range lowerAbs {
 			if inside(up, l) || inside(l, up) {
 				return nil, fmt.Errorf("upperdir %s and lowerdir %s overlap", cfg.Upper, l)
+			}
+		}
+		// One server per upper layer: a second would empty the first's
+		// work dir and change the layer under a separate lock (kernel
+		// overlay refuses this too, with EBUSY). The locks are held for
+		// the life of the process; a server that just unmounted the same
+		// layers may take a moment to exit, so wait a little.
+		for _, d := range []string{wk, up} {
+			if err := lockDir(d, 2*time.Second); err != nil {
+				return nil, err
 			}
 		}
 		u.upper = up
@@ -216,9 +227,36 @@ func (m *inoMap) removed(dev, upperIno uint64) {
 	m.gen[ino]++
 }
 
+// bump moves inode number ino to a new generation.
+func (m *inoMap) bump(ino uint64) {
+	m.mu.Lock()
+	m.gen[ino]++
+	m.mu.Unlock()
+}
+
 // generation is the current generation of inode number ino.
 func (m *inoMap) generation(ino uint64) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.gen[ino]
+}
+
+// lockDir takes an exclusive flock on directory d, waiting up to wait.
+func lockDir(d string, wait time.Duration) error {
+	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", d, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil // fd stays open: it holds the lock
+		}
+		if err != unix.EWOULDBLOCK || time.Now().After(deadline) {
+			unix.Close(fd)
+			return fmt.Errorf("%s is in use by another mount: %w", d, syscall.EBUSY)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
