@@ -130,4 +130,6 @@ func TestUserOverlayXattrsAreData(t *testing.T) {
 }
 
 // fname is a distinct file name for each i.
-func fname(i int) string { return "f" + string(rune('a'+i/676%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26)) }
+func fname(i int) string {
+	return "f" + string(rune('a'+i/676%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26))
+}
