@@ -54,7 +54,20 @@ func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.n.openMu.Lock()
+	delete(f.n.open, f)
+	f.n.openMu.Unlock()
 	return f.FileHandle.(gofs.FileReleaser).Release(ctx)
+}
+
+// openFd returns the descriptor of one of n's open files.
+func (n *node) openFd() (int, bool) {
+	n.openMu.Lock()
+	defer n.openMu.Unlock()
+	for f := range n.open {
+		return f.fd, true
+	}
+	return 0, false
 }
 
 // openFlags are the flags of an open request that apply to the real
@@ -90,6 +103,12 @@ func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint
 // Preconditions: u.mu is held; n is not superseded.
 func (u *union) handle(n *node, fd int) (gofs.FileHandle, uint32) {
 	f := &file{FileHandle: gofs.NewLoopbackFile(fd), n: n, fd: fd}
+	n.openMu.Lock()
+	if n.open == nil {
+		n.open = map[*file]struct{}{}
+	}
+	n.open[f] = struct{}{}
+	n.openMu.Unlock()
 	if !n.upper && !u.readOnly() {
 		n.lowerBacked.Store(true)
 	}
@@ -161,15 +180,29 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		return errno
 	}
 	p := u.upperPath(n.rel())
+	// By path, not following a final symlink; or, for an open file whose
+	// names are all gone, through one of its descriptors (the kernel does
+	// not always pass the handle of fchmod and the like).
+	nofollow := unix.AT_SYMLINK_NOFOLLOW
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
 		fd, ok := fdOf(fh)
 		if !ok {
+			fd, ok = n.openFd()
+		}
+		if !ok {
 			return gofs.ToErrno(err)
 		}
-		p = procFd(fd)
+		p, nofollow = procFd(fd), 0
+		if err := unix.Stat(p, &st); err != nil {
+			return gofs.ToErrno(err)
+		}
 	}
+	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
 	if m, ok := in.GetMode(); ok {
+		if isLink {
+			return syscall.EOPNOTSUPP // chmod would follow the link
+		}
 		if err := unix.Fchmodat(unix.AT_FDCWD, p, m&07777, 0); err != nil {
 			return gofs.ToErrno(err)
 		}
@@ -184,11 +217,14 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if gok {
 			sg = int(gid)
 		}
-		if err := unix.Fchownat(unix.AT_FDCWD, p, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(unix.AT_FDCWD, p, su, sg, nofollow); err != nil {
 			return gofs.ToErrno(err)
 		}
 	}
 	if hasSize {
+		if isLink {
+			return syscall.EINVAL
+		}
 		if err := unix.Truncate(p, int64(sz)); err != nil {
 			return gofs.ToErrno(err)
 		}
@@ -203,11 +239,11 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if mok {
 			ts[1] = timespec(mtime)
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, nofollow); err != nil {
 			return gofs.ToErrno(err)
 		}
 	}
-	if err := unix.Lstat(p, &st); err != nil {
+	if err := unix.Fstatat(unix.AT_FDCWD, p, &st, nofollow); err != nil {
 		return gofs.ToErrno(err)
 	}
 	e := entry{upper: true, upperSt: st, dirLowers: n.dirLowers}

@@ -50,6 +50,9 @@ type node struct {
 	// was ever lower-backed is superseded when copied up (see supersede)
 	// and never opened again.
 	lowerBacked atomic.Bool
+	openMu      sync.Mutex         // guards open
+	open        map[*file]struct{} // open files, for changes to a file with no name left
+
 	// superseded: copied up after being lower-backed; opens answer
 	// ESTALE, so the kernel looks the name up again and gets a new node.
 	// Guarded by u.mu.

@@ -133,3 +133,38 @@ func TestUserOverlayXattrsAreData(t *testing.T) {
 func fname(i int) string {
 	return "f" + string(rune('a'+i/676%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26))
 }
+
+// fchmod, fchown, futimens and ftruncate work on an open file whose last
+// name is gone, as on any local filesystem (and kernel overlay).
+func TestSetattrOfUnlinkedOpenFile(t *testing.T) {
+	_, mnt := laminafsOver(t, func(string) {})
+	p := filepath.Join(mnt, "x")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	if err := unix.Fchmod(fd, 0o600); err != nil {
+		t.Errorf("fchmod: %v", err)
+	}
+	if err := unix.Fchown(fd, 1000, 1000); err != nil {
+		t.Errorf("fchown: %v", err)
+	}
+	if err := unix.Futimes(fd, []unix.Timeval{{Sec: 1}, {Sec: 2}}); err != nil {
+		t.Errorf("futimes: %v", err)
+	}
+	if err := unix.Ftruncate(fd, 10); err != nil {
+		t.Errorf("ftruncate: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&07777 != 0o600 || st.Uid != 1000 || st.Size != 10 {
+		t.Errorf("after changes: mode %o uid %d size %d", st.Mode&07777, st.Uid, st.Size)
+	}
+}
