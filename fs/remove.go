@@ -204,10 +204,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if unix.Lstat(newPath, &st) == nil {
 		switch {
 		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
-			if err := cow.RemoveWhiteouts(newPath); err != nil {
-				return errnoOf(err)
+			// The destination looks empty but may hold whiteouts: swap
+			// in an empty opaque directory first (as overlay's
+			// ovl_clear_empty does), so that at no moment, crash
+			// included, does it show the lower entries it hid.
+			old, errno := u.swapInEmptyDir(newPath, &st)
+			if errno != 0 {
+				return errno
 			}
-			_ = unix.Removexattr(newPath, u.ns.Opaque())
+			if old != "" {
+				defer os.RemoveAll(old)
+			}
 		case se.isDir() && cow.IsWhiteoutStat(&st):
 			if err := unix.Unlink(newPath); err != nil {
 				return errnoOf(err)
@@ -295,4 +302,41 @@ func (n *node) childNode(name string) *node {
 	}
 	cn, _ := ch.Operations().(*node)
 	return cn
+}
+
+// swapInEmptyDir replaces the upper directory at p (which the union shows
+// as empty) by an empty opaque one with the same metadata, in one
+// exchange, and returns where the old one went (in the work dir), or ""
+// when p was empty and is left as it is.
+//
+// Preconditions: u.mu is held for writing.
+func (u *union) swapInEmptyDir(p string, st *unix.Stat_t) (string, syscall.Errno) {
+	ents, err := os.ReadDir(p)
+	if err != nil {
+		return "", errnoOf(err)
+	}
+	if len(ents) == 0 {
+		return "", 0
+	}
+	tmp, err := tempName(u.work)
+	if err != nil {
+		return "", errnoOf(err)
+	}
+	if err := unix.Mkdir(tmp, 0o700); err != nil {
+		return "", errnoOf(err)
+	}
+	fail := func(err error) (string, syscall.Errno) {
+		_ = os.RemoveAll(tmp)
+		return "", errnoOf(err)
+	}
+	if err := cow.SetOpaque(u.ns, tmp); err != nil {
+		return fail(err)
+	}
+	if err := cow.ApplyMeta(tmp, cow.MetaFromStat(st)); err != nil {
+		return fail(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE); err != nil {
+		return fail(err)
+	}
+	return tmp, 0
 }
