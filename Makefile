@@ -46,6 +46,8 @@ test-short: build
 BENCH_FLAGS ?=
 bench: deps build
 	$(BIN)/lamina bench --laminafs $(BIN)/laminafs --json docs/bench.json --plot docs/bench.svg $(BENCH_FLAGS)
+	# the layer store: import and export of a 10k-file, 200 MB layer, with tar as the floor
+	$(GO) test -run '^$$' -bench 'Import10k|Export10k' -benchtime 2x ./layerstore
 
 fuzz: build
 	$(GO) test ./fuzz -run '^$$' -fuzz FuzzOps -fuzztime 60s
