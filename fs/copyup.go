@@ -241,24 +241,6 @@ func (u *union) upperDirPath(rel string) (dirState, bool) {
 	return d, true
 }
 
-// linkUpAlias materializes name in parent as another upper link of n, a
-// hard-linked file already copied up under another name.
-//
-// Preconditions: u.mu is held for writing.
-func (u *union) linkUpAlias(n *node, parent *node, name string) syscall.Errno {
-	e, errno := u.resolve(parent, name)
-	if errno != 0 || e.upper {
-		return errno
-	}
-	if errno := u.copyUpDir(parent); errno != 0 {
-		return errno
-	}
-	target := u.upperPath(n.rel())
-	return u.inDir(parent, func(dirfd int) error {
-		return unix.Linkat(unix.AT_FDCWD, target, dirfd, name, 0)
-	})
-}
-
 // layerPathsOf returns the paths in lower layer j of the files with inode
 // number ino, listing the layer once and keeping only hard-linked inodes.
 func (u *union) layerPathsOf(j int, ino uint64) []string {

@@ -348,28 +348,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if errno != 0 {
 		return nil, errno
 	}
-	ch := u.newNode(ctx, n, &e, out)
-	if cn, ok := ch.Operations().(*node); ok && cn != nil {
-		if cn.ino != out.Ino {
-			out.Ino = cn.ino
-			out.Attr.Ino = cn.ino
-		}
-		if cn.upper && !e.upper {
-			// A hard link of a file already copied up under another
-			// name: show (and materialize) the upper copy.
-			u.mu.RUnlock()
-			u.mu.Lock()
-			errno := u.linkUpAlias(cn, n, name)
-			if errno == 0 {
-				if e2, errno2 := u.entryOf(cn); errno2 == 0 {
-					u.fillAttr(cn, &e2, &out.Attr)
-				}
-			}
-			u.mu.Unlock()
-			u.mu.RLock()
-		}
-	}
-	return ch, 0
+	return u.newNode(ctx, n, &e, out), 0
 }
 
 var _ = (gofs.NodeGetattrer)((*node)(nil))
