@@ -50,6 +50,28 @@ func (u *union) removeName(n *node, name string, e *entry) syscall.Errno {
 	return errnoOf(unix.Unlink(p))
 }
 
+// upLinkSet prepares the removal (by unlink or by rename over it) of
+// name in n, resolved as e: when it is one name of a lower hard link, the
+// whole set is copied up first (as overlay's index=on does), so its other
+// names show one link less afterwards. e is resolved again.
+//
+// Preconditions: u.mu is held for writing.
+func (u *union) upLinkSet(n *node, name string, e *entry) syscall.Errno {
+	if e.upper || e.lower == nil || e.lowerSt.Nlink <= 1 {
+		return 0
+	}
+	ch := n.childNode(name)
+	if ch == nil {
+		return 0
+	}
+	if errno := u.copyUp(ch, false); errno != 0 {
+		return errno
+	}
+	var errno syscall.Errno
+	*e, errno = u.resolve(n, name)
+	return errno
+}
+
 var _ = (gofs.NodeUnlinker)((*node)(nil))
 
 // Unlink implements gofs.NodeUnlinker.
@@ -64,17 +86,8 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if e.isDir() {
 		return syscall.EISDIR
 	}
-	if !e.upper && e.lower != nil && e.lowerSt.Nlink > 1 {
-		// The file's other names must show one link less: bring the
-		// whole hard-link set up first (as overlay's index=on does).
-		if ch := n.childNode(name); ch != nil {
-			if errno := u.copyUp(ch, false); errno != 0 {
-				return errno
-			}
-			if e, errno = u.resolve(n, name); errno != 0 {
-				return errno
-			}
-		}
+	if errno := u.upLinkSet(n, name, &e); errno != 0 {
+		return errno
 	}
 	return u.removeName(n, name, &e)
 }
@@ -155,16 +168,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		}
 		return u.exchange(n, name, &se, np, newName, &de)
 	}
-	if dstExists && !de.upper && de.lower != nil && de.lowerSt.Nlink > 1 {
-		// Replacing one name of a lower hard link: its other names must
-		// show one link less, so the set comes up first (as for unlink).
-		if dn := np.childNode(newName); dn != nil {
-			if errno := u.copyUp(dn, false); errno != 0 {
-				return errno
-			}
-			if de, errno = u.resolve(np, newName); errno != 0 {
-				return errno
-			}
+	if dstExists {
+		if errno := u.upLinkSet(np, newName, &de); errno != 0 {
+			return errno
 		}
 	}
 	if dstExists {
