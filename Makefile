@@ -7,7 +7,7 @@ APT_PKGS  := fuse3 fuse-overlayfs unionfs-fuse attr busybox-static libseccomp-de
 TEST_TIMEOUT ?= 20m
 export LAMINA_BIN_DIR := $(BIN)
 
-.PHONY: all deps build install test test-short bench fuzz lint busybox-image peer-test clean
+.PHONY: all deps build install test test-short bench bench-run fuzz lint busybox-image peer-test clean
 
 all: build
 
@@ -56,6 +56,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$$( command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck ) ./...
+
+# bench-run times `lamina run --rm` against crun, docker and podman
+# (install them first: apt-get install docker.io podman crun hyperfine).
+bench-run: build
+	scripts/run-latency.sh $(BIN)/lamina
 
 # busybox-image imports busybox:latest, built from Debian's busybox-static,
 # into the store (LAMINA_ROOT or /var/lib/lamina): a first image with no
