@@ -18,7 +18,7 @@ import (
 //
 // Preconditions: u.mu is held for writing; the caller checked type and
 // (for directories) emptiness.
-func (u *union) removeName(n *node, name string, e *entry) syscall.Errno {
+func (u *union) removeName(n *node, name string, e *entry) (errno syscall.Errno) {
 	if u.readOnly() {
 		return syscall.EROFS
 	}
@@ -27,8 +27,13 @@ func (u *union) removeName(n *node, name string, e *entry) syscall.Errno {
 		return errno
 	}
 	p := u.upperPath(n.childRel(name))
+	// Once the last name of an upper file is gone, its st_ino is free.
 	if e.upper && e.upperSt.Mode&unix.S_IFMT != unix.S_IFDIR && e.upperSt.Nlink <= 1 {
-		u.inos.removed(e.upperSt.Dev, e.upperSt.Ino)
+		defer func() {
+			if errno == 0 {
+				u.inos.removed(e.upperSt.Dev, e.upperSt.Ino)
+			}
+		}()
 	}
 	if needWhiteout {
 		return u.inDir(n, func(dirfd int) error { return cow.MakeWhiteout(u.work, dirfd, name) })
@@ -136,7 +141,7 @@ var _ = (gofs.NodeRenamer)((*node)(nil))
 // Rename implements gofs.NodeRenamer. Directories with lower contents are
 // renamed by copying up the directory alone and recording where its lower
 // contents are (overlay's redirect_dir=on), so no rename fails with EXDEV.
-func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	u := n.u
 	np, ok := newParent.(*node)
 	if !ok {
@@ -226,8 +231,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 				return errnoOf(err)
 			}
 		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink <= 1 {
-			u.inos.removed(st.Dev, st.Ino)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink <= 1 && !cow.IsWhiteoutStat(&st) {
+			// The replaced file's st_ino is free once the rename is done.
+			dev, ino := st.Dev, st.Ino
+			defer func() {
+				if errno == 0 {
+					u.inos.removed(dev, ino)
+				}
+			}()
 		}
 	}
 	var rflags uint
