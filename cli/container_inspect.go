@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -152,28 +151,8 @@ func newContainerInspectCmd(app *App) *cobra.Command {
 				}
 				errs = append(errs, fmt.Errorf("No such object: %s", ref))
 			}
-			if format != "" {
-				f, err := newFormatter(app.Stdout, format, nil)
-				if err != nil {
-					return err
-				}
-				for _, d := range docs {
-					var m map[string]any
-					b, _ := json.Marshal(d)
-					_ = json.Unmarshal(b, &m)
-					if err := f.row(m); err != nil {
-						return err
-					}
-				}
-			} else {
-				if docs == nil {
-					docs = []any{}
-				}
-				b, err := json.MarshalIndent(docs, "", "    ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(app.Stdout, "%s\n", b)
+			if err := writeInspect(app, format, docs); err != nil {
+				return err
 			}
 			if len(errs) > 0 {
 				return &StatusError{Code: 1, Err: errors.Join(errs...)}

@@ -61,30 +61,8 @@ func newImageInspectCmd(app *App) *cobra.Command {
 				}
 				docs = append(docs, toInspect(s, img))
 			}
-			if format != "" {
-				f, err := newFormatter(app.Stdout, format, nil)
-				if err != nil {
-					return err
-				}
-				for _, d := range docs {
-					// Round-trip through JSON so templates see docker's
-					// field names ({{.Id}}, {{.RootFS.Layers}}).
-					var m map[string]any
-					b, _ := json.Marshal(d)
-					json.Unmarshal(b, &m)
-					if err := f.row(m); err != nil {
-						return err
-					}
-				}
-			} else {
-				if docs == nil {
-					docs = []any{}
-				}
-				b, err := json.MarshalIndent(docs, "", "    ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(app.Stdout, "%s\n", b)
+			if err := writeInspect(app, format, docs); err != nil {
+				return err
 			}
 			return errors.Join(errs...)
 		},
@@ -125,4 +103,40 @@ func toInspect(s *layerstore.Store, img *layerstore.Image) inspectImage {
 		doc.Metadata["LastTagTime"] = img.LastTagTime.Format("2006-01-02T15:04:05.999999999Z07:00")
 	}
 	return doc
+}
+
+// writeInspect prints inspect documents as docker does: through the
+// --format template, each document round-tripped through JSON so that
+// templates see docker's field names ({{.Id}}, {{.RootFS.Layers}}), or
+// else as one indented JSON array.
+func writeInspect(app *App, format string, docs []any) error {
+	if format != "" {
+		f, err := newFormatter(app.Stdout, format, nil)
+		if err != nil {
+			return err
+		}
+		for _, d := range docs {
+			var m map[string]any
+			b, err := json.Marshal(d)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &m); err != nil {
+				return err
+			}
+			if err := f.row(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if docs == nil {
+		docs = []any{}
+	}
+	b, err := json.MarshalIndent(docs, "", "    ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(app.Stdout, "%s\n", b)
+	return nil
 }
