@@ -47,7 +47,7 @@ func (u *union) copyUpDir(n *node) syscall.Errno {
 	if len(n.dirLowers) == 0 {
 		return syscall.ENOENT
 	}
-	srcPath := u.lowers[n.dirLowers[0].layer].abs(n.dirLowers[0].path)
+	srcPath := u.srcPath(n.dirLowers[0])
 	if errno := u.inDir(parent, func(dirfd int) error {
 		return cow.CopyUp(srcPath, u.work, dirfd, name, false)
 	}); errno != 0 {
@@ -93,7 +93,7 @@ func (u *union) beginChange(n *node, noData bool) (end func()) {
 	}
 	var srcPath string
 	if !n.upper && n.lower != nil && !u.readOnly() {
-		srcPath = u.lowers[n.lower.layer].abs(n.lower.path)
+		srcPath = u.srcPath(*n.lower)
 	}
 	u.mu.RUnlock()
 	if srcPath == "" {
@@ -137,10 +137,9 @@ func (u *union) copyUp(n *node, truncate bool) syscall.Errno {
 	if errno := u.copyUpDir(parent); errno != 0 {
 		return errno
 	}
-	l := u.lowers[n.lower.layer]
-	srcPath := l.abs(n.lower.path)
-	var st unix.Stat_t
-	if err := unix.Lstat(srcPath, &st); err != nil {
+	srcPath := u.srcPath(*n.lower)
+	st, err := u.lowerStat(*n.lower)
+	if err != nil {
 		return gofs.ToErrno(err)
 	}
 	prep := n.prep
@@ -228,11 +227,11 @@ func (u *union) upperDirPath(rel string) (dirState, bool) {
 			next.lowers = nil
 		}
 		if !e.upper {
-			srcPath := u.lowers[e.dirLowers[0].layer].abs(e.dirLowers[0].path)
+			srcPath := u.srcPath(e.dirLowers[0])
 			if err := cow.CopyUp(srcPath, u.work, unix.AT_FDCWD, u.upperPath(next.rel), false); err != nil {
 				return dirState{}, false
 			}
-			if st, err := u.lowerDirStat(e.dirLowers[0]); err == nil {
+			if st, err := u.lowerStat(e.dirLowers[0]); err == nil {
 				u.recordOrigin(u.upperPath(next.rel), u.inos.fromStat(st.Dev, st.Ino))
 			}
 		}

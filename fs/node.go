@@ -21,6 +21,9 @@ type src struct {
 	path  string
 }
 
+// srcPath is where a lower object is on the host.
+func (u *union) srcPath(s src) string { return u.lowers[s.layer].abs(s.path) }
+
 // node is one object of the union. Its identity (and go-fuse Inode) is
 // its inode number, so hard links share one node.
 type node struct {
@@ -259,7 +262,7 @@ func (u *union) newNode(ctx context.Context, parent *node, e *entry, out *fuse.E
 		mode = e.lowerSt.Mode
 	} else {
 		if e.lowerSt == nil {
-			e.lowerSt, _ = u.lowerDirStat(e.dirLowers[0])
+			e.lowerSt, _ = u.lowerStat(e.dirLowers[0])
 		}
 		if e.lowerSt != nil {
 			ch.ino = u.inos.fromStat(e.lowerSt.Dev, e.lowerSt.Ino)
@@ -273,10 +276,20 @@ func (u *union) newNode(ctx context.Context, parent *node, e *entry, out *fuse.E
 	return parent.NewInode(ctx, ch, gofs.StableAttr{Mode: mode & unix.S_IFMT, Ino: ch.ino, Gen: u.inos.generation(ch.ino)})
 }
 
-// lowerDirStat stats a lower directory.
-func (u *union) lowerDirStat(s src) (*unix.Stat_t, error) {
+// lowerStat is the lstat of a lower object. Lower layers never change,
+// so the stat the layer index took is served; the layer root, which no
+// index lists, is stat'ed.
+func (u *union) lowerStat(s src) (*unix.Stat_t, error) {
+	if s.path != "" {
+		dir, base := path.Split(s.path)
+		dir = strings.TrimSuffix(dir, "/")
+		l := u.lowers[s.layer]
+		if le := l.dir(dir).entries[base]; le != nil {
+			return l.stat(dir, base, le)
+		}
+	}
 	var st unix.Stat_t
-	if err := unix.Lstat(u.lowers[s.layer].abs(s.path), &st); err != nil {
+	if err := unix.Lstat(u.srcPath(s), &st); err != nil {
 		return nil, err
 	}
 	return &st, nil
@@ -290,7 +303,7 @@ func (u *union) fillAttr(n *node, e *entry, out *fuse.Attr) {
 	case e.lowerSt != nil:
 		out.FromStat(toSyscall(e.lowerSt))
 	case len(e.dirLowers) > 0:
-		if st, err := u.lowerDirStat(e.dirLowers[0]); err == nil {
+		if st, err := u.lowerStat(e.dirLowers[0]); err == nil {
 			out.FromStat(toSyscall(st))
 		}
 	}
@@ -320,12 +333,11 @@ func (u *union) entryOf(n *node) (entry, syscall.Errno) {
 		return e, 0
 	}
 	if n.lower != nil {
-		l := u.lowers[n.lower.layer]
-		var st unix.Stat_t
-		if err := unix.Lstat(l.abs(n.lower.path), &st); err != nil {
+		st, err := u.lowerStat(*n.lower)
+		if err != nil {
 			return e, gofs.ToErrno(err)
 		}
-		e.lowerSt = &st
+		e.lowerSt = st
 	}
 	if n.IsRoot() && len(n.dirLowers) == 0 && !n.upper {
 		return e, syscall.ENOENT
@@ -420,9 +432,9 @@ func (n *node) realPath() string {
 	case n.upper:
 		return u.upperPath(n.rel())
 	case n.lower != nil:
-		return u.lowers[n.lower.layer].abs(n.lower.path)
+		return u.srcPath(*n.lower)
 	case len(n.dirLowers) > 0:
-		return u.lowers[n.dirLowers[0].layer].abs(n.dirLowers[0].path)
+		return u.srcPath(n.dirLowers[0])
 	}
 	return u.upperPath(n.rel())
 }
