@@ -174,11 +174,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return u.exchange(n, name, &se, np, newName, &de)
 	}
 	if dstExists {
-		if errno := u.upLinkSet(np, newName, &de); errno != 0 {
-			return errno
-		}
-	}
-	if dstExists {
 		if se.isDir() != de.isDir() {
 			if se.isDir() {
 				return syscall.ENOTDIR
@@ -189,6 +184,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			if errno := u.checkEmpty(np.dirState(), newName, &de); errno != 0 {
 				return errno
 			}
+		}
+		// Checked first, so that a refused rename copies nothing up.
+		if errno := u.upLinkSet(np, newName, &de); errno != 0 {
+			return errno
 		}
 	}
 	sn := n.childNode(name)
