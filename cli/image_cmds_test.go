@@ -21,18 +21,14 @@ import (
 // the exit code. Shared by every cli_test file (container_test.go uses it).
 func run(t *testing.T, root string, stdin []byte, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(testutil.Binary(t, "lamina"), append([]string{"--root", root}, args...)...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	out, stderr, err := testutil.Lamina(t, root, stdin, args...)
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return out.String(), errb.String(), code
+	return out, stderr, code
 }
 
 // ok runs lamina and fails the test unless it exits 0.

@@ -1,7 +1,6 @@
 package layerstore
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -21,12 +20,7 @@ import (
 
 func lamina(t *testing.T, root string, stdin []byte, args ...string) (string, string, error) {
 	t.Helper()
-	cmd := exec.Command(testutil.Binary(t, "lamina"), append([]string{"--root", root}, args...)...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	return out.String(), errb.String(), err
+	return testutil.Lamina(t, root, stdin, args...)
 }
 
 func fsckCLI(t *testing.T, root string) string {

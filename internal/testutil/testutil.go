@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,6 +90,19 @@ func Binary(t testing.TB, name string) string {
 	}
 	built[name] = p
 	return p
+}
+
+// Lamina runs the lamina binary against the store at root with stdin and
+// args, and returns its stdout, stderr and the error of its run (an
+// *exec.ExitError for a non-zero exit).
+func Lamina(t testing.TB, root string, stdin []byte, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(Binary(t, "lamina"), append([]string{"--root", root}, args...)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
 }
 
 // ModuleRoot is the directory holding go.mod.
