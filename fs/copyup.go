@@ -101,6 +101,9 @@ func (u *union) beginChange(n *node, noData bool) (end func()) {
 		return u.mu.Unlock
 	}
 	n.cpMu.Lock()
+	if !noData {
+		u.mayBlock()
+	}
 	prep, err := cow.PrepareFile(srcPath, u.work, noData)
 	u.mu.Lock()
 	if err == nil && !n.upper && n.lower != nil {
@@ -144,6 +147,9 @@ func (u *union) copyUp(n *node, truncate bool) syscall.Errno {
 	}
 	prep := n.prep
 	n.prep = nil
+	if prep == nil && !truncate && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > 0 {
+		u.mayBlock() // the data is copied under the lock
+	}
 	if errno := u.inDir(parent, func(dirfd int) error {
 		if prep != nil {
 			return prep.Publish(dirfd, name)
@@ -247,6 +253,7 @@ func (u *union) layerPathsOf(j int, ino uint64) []string {
 	defer u.scanMu.Unlock()
 	m, ok := u.scans[j]
 	if !ok {
+		u.mayBlock() // a walk of the whole layer
 		m = map[uint64][]string{}
 		root := u.lowers[j].root
 		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {

@@ -44,6 +44,9 @@ type layerIndex struct {
 	dev  uint64     // st_dev of the layer root
 	mu   sync.Mutex // guards dirs
 	dirs map[string]*dirIndex
+	// mayBlock, if set, is called before a listing that takes more than
+	// one getdents (see union.mayBlock).
+	mayBlock func()
 }
 
 func newLayerIndex(ns cow.XattrNS, root string, dev uint64) *layerIndex {
@@ -89,7 +92,10 @@ func (l *layerIndex) read(rel string) *dirIndex {
 	d.opaque = l.ns.IsOpaque(p)
 	d.redirect = l.ns.Redirect(p)
 	buf := make([]byte, 32*1024)
-	for {
+	for i := 0; ; i++ {
+		if i == 1 && l.mayBlock != nil {
+			l.mayBlock() // a large directory: a few thousand fstatat
+		}
 		n, err := unix.Getdents(fd, buf)
 		if err != nil || n <= 0 {
 			break

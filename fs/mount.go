@@ -76,6 +76,12 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 			DirectMount: true,
 			Debug:       opts.Debug,
 			MaxWrite:    1 << 20,
+			// One goroutine reads and answers requests in turn, as a
+			// single-threaded libfuse server does: a serial client's
+			// round trip then wakes one thread, not two, which halves
+			// its cost here (research/gofuse-tuning.md). Handlers that
+			// may block for long hand reading on first (u.mayBlock).
+			InlineReader: true,
 			// A symlink's target never changes in place (a new one is a
 			// new inode), so the kernel may keep what it read.
 			EnableSymlinkCaching: true,
@@ -95,5 +101,6 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", target, err)
 	}
+	u.server.Store(srv)
 	return srv, nil
 }

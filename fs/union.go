@@ -28,9 +28,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/lamina-project/lamina/cow"
@@ -56,6 +58,19 @@ type union struct {
 	// first time a hard-linked file of that layer is copied up.
 	scanMu sync.Mutex
 	scans  map[int]map[uint64][]string
+	// server serves the union, once mounted; see mayBlock.
+	server atomic.Pointer[fuse.Server]
+}
+
+// mayBlock is called by a request handler before work that can take
+// long (copying file data, listing a whole layer or a large directory):
+// the server reads requests in the handling goroutine
+// (fuse.MountOptions.InlineReader), so without this every other request
+// would wait for it.
+func (u *union) mayBlock() {
+	if srv := u.server.Load(); srv != nil {
+		srv.EnsureReader()
+	}
 }
 
 // readOnly reports whether the union has no upper layer.
@@ -104,7 +119,9 @@ func newUnion(cfg Config) (*union, error) {
 			return nil, err
 		}
 		lowerAbs = append(lowerAbs, abs)
-		u.lowers = append(u.lowers, newLayerIndex(u.ns, abs, devs[len(devs)-1]))
+		l := newLayerIndex(u.ns, abs, devs[len(devs)-1])
+		l.mayBlock = u.mayBlock
+		u.lowers = append(u.lowers, l)
 	}
 	if cfg.Upper != "" {
 		up, err := check("upperdir", cfg.Upper)
