@@ -2,7 +2,10 @@ package fs
 
 import (
 	"context"
+	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -13,11 +16,13 @@ import (
 
 // file is an open file of the union: a descriptor of the real file in
 // the upper or a lower layer. Data goes straight to it (or, for
-// ptFile, straight from the kernel to it with FUSE passthrough).
+// ptFile, straight from the kernel to it with FUSE passthrough). The
+// descriptor is used raw: an os.File would cost three system calls and
+// a finalizer per open, for nothing the union needs.
 type file struct {
-	gofs.FileHandle // a go-fuse LoopbackFile on fd: read, write, fsync, lseek, allocate, ...
-	n               *node
-	fd              int
+	n     *node
+	fd    int
+	upper bool // fd is the upper layer's file (opened after copy-up)
 }
 
 // ptFile is a file the kernel may serve with FUSE passthrough.
@@ -29,35 +34,49 @@ func (f ptFile) PassthroughFd() (int, bool) { return f.fd, true }
 var (
 	_ = (gofs.FileReader)((*file)(nil))
 	_ = (gofs.FileWriter)((*file)(nil))
+	_ = (gofs.FileFsyncer)((*file)(nil))
+	_ = (gofs.FileLseeker)((*file)(nil))
+	_ = (gofs.FileAllocater)((*file)(nil))
 	_ = (gofs.FileReleaser)((*file)(nil))
 	_ = (gofs.FilePassthroughFder)(ptFile{})
 )
 
+// Read implements gofs.FileReader (when the kernel does not pass through).
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return f.FileHandle.(gofs.FileReader).Read(ctx, dest, off)
+	return fuse.ReadResultFd(uintptr(f.fd), off, len(dest)), 0
 }
 
+// Write implements gofs.FileWriter (when the kernel does not pass through).
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	return f.FileHandle.(gofs.FileWriter).Write(ctx, data, off)
+	n, err := unix.Pwrite(f.fd, data, off)
+	return uint32(n), gofs.ToErrno(err)
 }
 
+// Fsync implements gofs.FileFsyncer; bit 0 of flags asks for data only.
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return f.FileHandle.(gofs.FileFsyncer).Fsync(ctx, flags)
+	if flags&1 != 0 {
+		return gofs.ToErrno(unix.Fdatasync(f.fd))
+	}
+	return gofs.ToErrno(unix.Fsync(f.fd))
 }
 
+// Lseek implements gofs.FileLseeker (SEEK_DATA and SEEK_HOLE).
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	return f.FileHandle.(gofs.FileLseeker).Lseek(ctx, off, whence)
+	n, err := unix.Seek(f.fd, int64(off), int(whence))
+	return uint64(n), gofs.ToErrno(err)
 }
 
+// Allocate implements gofs.FileAllocater.
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	return f.FileHandle.(gofs.FileAllocater).Allocate(ctx, off, size, mode)
+	return gofs.ToErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
 }
 
+// Release implements gofs.FileReleaser.
 func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.n.openMu.Lock()
 	delete(f.n.open, f)
 	f.n.openMu.Unlock()
-	return f.FileHandle.(gofs.FileReleaser).Release(ctx)
+	return gofs.ToErrno(unix.Close(f.fd))
 }
 
 // openFd returns the descriptor of one of n's open files.
@@ -68,6 +87,27 @@ func (n *node) openFd() (int, bool) {
 		return f.fd, true
 	}
 	return 0, false
+}
+
+// withUpperFd runs fn with a descriptor of n's upper file, fh's if it
+// is one, else any open one, and reports whether there was one. Changes
+// and stats through it need no path walk, and still reach the file once
+// its names are gone. n.openMu is held meanwhile, so Release cannot
+// close the descriptor (and its number be reused) under fn.
+func (n *node) withUpperFd(fh gofs.FileHandle, fn func(fd int)) bool {
+	n.openMu.Lock()
+	defer n.openMu.Unlock()
+	if f := fileOf(fh); f != nil && f.upper {
+		fn(f.fd)
+		return true
+	}
+	for f := range n.open {
+		if f.upper {
+			fn(f.fd)
+			return true
+		}
+	}
+	return false
 }
 
 // openFlags are the flags of an open request that apply to the real
@@ -102,7 +142,7 @@ func (u *union) openReal(n *node, p string, flags uint32) (gofs.FileHandle, uint
 //
 // Preconditions: u.mu is held; n is not superseded.
 func (u *union) handle(n *node, fd int) (gofs.FileHandle, uint32) {
-	f := &file{FileHandle: gofs.NewLoopbackFile(fd), n: n, fd: fd}
+	f := &file{n: n, fd: fd, upper: n.upper}
 	n.openMu.Lock()
 	if n.open == nil {
 		n.open = map[*file]struct{}{}
@@ -161,7 +201,69 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno := u.copyUp(n, flags&unix.O_TRUNC != 0); errno != 0 {
 		return nil, 0, errno
 	}
-	return u.openReal(n, n.realPath(), flags)
+	fh, fflags, errno := u.openReal(n, n.realPath(), flags)
+	if errno == 0 && flags&unix.O_ACCMODE != unix.O_RDONLY {
+		if f := fileOf(fh); f != nil {
+			if err := dropSetID(ctx, f.fd); err != nil {
+				fh.(gofs.FileReleaser).Release(ctx)
+				return nil, 0, gofs.ToErrno(err)
+			}
+		}
+	}
+	return fh, fflags, errno
+}
+
+// dropSetID clears the set-user-ID bit, and the set-group-ID bit where
+// the kernel would (group-executable, or a caller outside the file's
+// group), of the file open at fd when an unprivileged caller opens it
+// for writing. The kernel clears them on the first write, as the
+// writer, but laminafs negotiates HANDLE_KILLPRIV_V2, which leaves
+// that to the server, and with passthrough the server never sees the
+// writes: so it does it at the open, which is the same for any open
+// that writes (and a little earlier for one that never does).
+func dropSetID(ctx context.Context, fd int) error {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Uid == 0 {
+		return nil // root has CAP_FSETID: the kernel keeps the bits
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	m := st.Mode & 07777
+	if m&(unix.S_ISUID|unix.S_ISGID) == 0 {
+		return nil
+	}
+	keep := m &^ unix.S_ISUID
+	if m&unix.S_ISGID != 0 && (m&unix.S_IXGRP != 0 || !inGroup(c, st.Gid)) {
+		keep &^= unix.S_ISGID
+	}
+	if keep == m {
+		return nil
+	}
+	return unix.Fchmod(fd, keep)
+}
+
+// inGroup reports whether the caller c belongs to group gid, by its
+// primary group or, read from /proc, its supplementary groups.
+func inGroup(c *fuse.Caller, gid uint32) bool {
+	if c.Gid == gid {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(c.Pid)) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if g, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, f := range strings.Fields(g) {
+				if f == strconv.Itoa(int(gid)) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 var _ = (gofs.NodeSetattrer)((*node)(nil))
@@ -177,6 +279,10 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	sz, hasSize := in.GetSize()
 	defer u.beginChange(n, hasSize && sz == 0)()
 	if errno := u.copyUp(n, hasSize && sz == 0); errno != 0 {
+		return errno
+	}
+	var errno syscall.Errno
+	if n.withUpperFd(fh, func(fd int) { errno = u.setattrFd(n, fd, in, out) }) {
 		return errno
 	}
 	p := u.upperPath(n.rel())
@@ -207,21 +313,12 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			return gofs.ToErrno(err)
 		}
 	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
+	if su, sg, ok := setOwner(in); ok {
 		if err := unix.Fchownat(unix.AT_FDCWD, p, su, sg, nofollow); err != nil {
 			return gofs.ToErrno(err)
 		}
 	}
-	if hasSize {
+	if sz, ok := in.GetSize(); ok {
 		if isLink {
 			return syscall.EINVAL
 		}
@@ -229,16 +326,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			return gofs.ToErrno(err)
 		}
 	}
-	mtime, mok := in.GetMTime()
-	atime, aok := in.GetATime()
-	if mok || aok {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if aok {
-			ts[0] = timespec(atime)
-		}
-		if mok {
-			ts[1] = timespec(mtime)
-		}
+	if ts, ok := setTimes(in); ok {
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, nofollow); err != nil {
 			return gofs.ToErrno(err)
 		}
@@ -246,9 +334,107 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if err := unix.Fstatat(unix.AT_FDCWD, p, &st, nofollow); err != nil {
 		return gofs.ToErrno(err)
 	}
+	if m, kill := killSuidgid(in, st.Mode); kill && !isLink {
+		if err := unix.Fchmodat(unix.AT_FDCWD, p, m, 0); err != nil {
+			return gofs.ToErrno(err)
+		}
+		st.Mode = st.Mode&unix.S_IFMT | m
+	}
 	e := entry{upper: true, upperSt: st, dirLowers: n.dirLowers}
 	u.fillAttr(n, &e, &out.Attr)
 	return 0
+}
+
+// setattrFd is Setattr through fd, a descriptor of n's upper file (a
+// regular file: the union opens nothing else).
+func (u *union) setattrFd(n *node, fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if m, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, m&07777); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if su, sg, ok := setOwner(in); ok {
+		if err := unix.Fchown(fd, su, sg); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if sz, ok := in.GetSize(); ok {
+		// The descriptor may be read-only; its /proc path reaches the
+		// file even when it has no name left.
+		if err := unix.Truncate(procFd(fd), int64(sz)); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if ts, ok := setTimes(in); ok {
+		if err := futimens(fd, ts); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	e := entry{upper: true, dirLowers: n.dirLowers}
+	if err := unix.Fstat(fd, &e.upperSt); err != nil {
+		return gofs.ToErrno(err)
+	}
+	if m, kill := killSuidgid(in, e.upperSt.Mode); kill {
+		if err := unix.Fchmod(fd, m); err != nil {
+			return gofs.ToErrno(err)
+		}
+		e.upperSt.Mode = e.upperSt.Mode&unix.S_IFMT | m
+	}
+	u.fillAttr(n, &e, &out.Attr)
+	return 0
+}
+
+// killSuidgid returns the permission bits without set-user-ID and
+// set-group-ID when a setattr carries FATTR_KILL_SUIDGID (a truncate by
+// a caller without CAP_FSETID, with HANDLE_KILLPRIV_V2) and the file
+// still has either: truncating as root already dropped set-user-ID, but
+// keeps set-group-ID on a file that is not group-executable.
+func killSuidgid(in *fuse.SetAttrIn, mode uint32) (uint32, bool) {
+	if in.Valid&fuse.FATTR_KILL_SUIDGID == 0 || mode&(unix.S_ISUID|unix.S_ISGID) == 0 || mode&unix.S_IFMT == unix.S_IFDIR {
+		return 0, false
+	}
+	return mode & 07777 &^ (unix.S_ISUID | unix.S_ISGID), true
+}
+
+// setOwner is the chown a setattr asks for: -1 for an id it keeps.
+func setOwner(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
+	uid, gid = -1, -1
+	if v, set := in.GetUID(); set {
+		uid, ok = int(v), true
+	}
+	if v, set := in.GetGID(); set {
+		gid, ok = int(v), true
+	}
+	return uid, gid, ok
+}
+
+// setTimes is the utimensat a setattr asks for (UTIME_OMIT for a time
+// it keeps).
+func setTimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if !mok && !aok {
+		return nil, false
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = timespec(atime)
+	}
+	if mok {
+		ts[1] = timespec(mtime)
+	}
+	return ts, true
+}
+
+// futimens sets the times of the file open at fd (utimensat with no
+// path, which x/sys/unix does not offer).
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafePointer(&ts[0])), 0, 0, 0)
+	runtime.KeepAlive(ts)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 func timespec(t time.Time) unix.Timespec {
@@ -258,12 +444,20 @@ func timespec(t time.Time) unix.Timespec {
 
 func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// fdOf returns the descriptor of one of our file handles.
-func fdOf(fh gofs.FileHandle) (int, bool) {
+// fileOf returns our file behind a file handle, or nil.
+func fileOf(fh gofs.FileHandle) *file {
 	switch f := fh.(type) {
 	case *file:
-		return f.fd, true
+		return f
 	case ptFile:
+		return f.file
+	}
+	return nil
+}
+
+// fdOf returns the descriptor of one of our file handles.
+func fdOf(fh gofs.FileHandle) (int, bool) {
+	if f := fileOf(fh); f != nil {
 		return f.fd, true
 	}
 	return 0, false

@@ -370,6 +370,16 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	u := n.u
 	u.mu.RLock()
 	defer u.mu.RUnlock()
+	var err error
+	if n.withUpperFd(f, func(fd int) {
+		// No path walk, and right even when the file has no name left.
+		e := entry{upper: true, dirLowers: n.dirLowers}
+		if err = unix.Fstat(fd, &e.upperSt); err == nil {
+			u.fillAttr(n, &e, &out.Attr)
+		}
+	}) {
+		return gofs.ToErrno(err)
+	}
 	e, errno := u.entryOf(n)
 	if errno != 0 {
 		// An open file whose last name is gone: its descriptor still

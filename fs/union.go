@@ -58,6 +58,8 @@ type union struct {
 	// first time a hard-linked file of that layer is copied up.
 	scanMu sync.Mutex
 	scans  map[int]map[uint64][]string
+	// euid and egid are the server's own ids, the owner of what it makes.
+	euid, egid int
 	// server serves the union, once mounted; see mayBlock.
 	server atomic.Pointer[fuse.Server]
 }
@@ -92,7 +94,7 @@ func newUnion(cfg Config) (*union, error) {
 	if (cfg.Upper == "") != (cfg.Work == "") {
 		return nil, errors.New("upperdir and workdir must be given together")
 	}
-	u := &union{ns: cow.DefaultNS(), scans: map[int]map[uint64][]string{}}
+	u := &union{ns: cow.DefaultNS(), scans: map[int]map[uint64][]string{}, euid: os.Geteuid(), egid: os.Getegid()}
 	var devs []uint64
 	check := func(what, p string) (string, error) {
 		abs, err := filepath.Abs(p)

@@ -26,10 +26,23 @@ var (
 
 // Getxattr implements gofs.NodeGetxattrer.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	name := n.u.ns.Escape(attr)
+	var sz int
+	var err error
+	if n.withUpperFd(nil, func(fd int) {
+		// The kernel asks for security.capability before every first
+		// write and chown: an open file answers without a path walk.
+		sz, err = unix.Fgetxattr(fd, name, dest)
+	}) {
+		if err != nil {
+			return 0, gofs.ToErrno(err)
+		}
+		return uint32(sz), 0
+	}
 	n.u.mu.RLock()
 	p := n.realPath()
 	n.u.mu.RUnlock()
-	sz, err := unix.Lgetxattr(p, n.u.ns.Escape(attr), dest)
+	sz, err = unix.Lgetxattr(p, name, dest)
 	if err != nil {
 		return 0, gofs.ToErrno(err)
 	}
