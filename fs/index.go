@@ -23,8 +23,9 @@ import (
 
 // dirIndex is one lower directory's listing.
 type dirIndex struct {
-	missing   bool // the directory does not exist (or is not a directory) in this layer
-	opaque    bool // overlay opaque xattr or OCI ".wh..wh..opq"
+	ready     chan struct{} // closed once the fields below are filled
+	missing   bool          // the directory does not exist (or is not a directory) in this layer
+	opaque    bool          // overlay opaque xattr or OCI ".wh..wh..opq"
 	redirect  string
 	entries   map[string]*lentry
 	whiteouts map[string]bool
@@ -61,40 +62,68 @@ func (l *layerIndex) abs(rel string) string {
 	return l.root + "/" + rel
 }
 
-// dir returns the listing of the directory rel, reading it on first use.
+// dir returns the listing of the directory rel, reading it on first use;
+// a second caller waits for the first one's reading.
 func (l *layerIndex) dir(rel string) *dirIndex {
 	l.mu.Lock()
 	d := l.dirs[rel]
-	l.mu.Unlock()
-	if d != nil {
+	if d == nil {
+		d = &dirIndex{ready: make(chan struct{})}
+		l.dirs[rel] = d
+		l.mu.Unlock()
+		l.fill(d, rel, l.mayBlock)
+		close(d.ready)
 		return d
 	}
-	d = l.read(rel)
-	l.mu.Lock()
-	if old := l.dirs[rel]; old != nil {
-		d = old
-	} else {
-		l.dirs[rel] = d
-	}
 	l.mu.Unlock()
+	<-d.ready
 	return d
 }
 
-// read lists the directory rel with getdents, classifying whiteouts.
-func (l *layerIndex) read(rel string) *dirIndex {
+// dirAhead is dir for prefetch: it holds up no request.
+func (l *layerIndex) dirAhead(rel string) {
+	l.mu.Lock()
+	if l.dirs[rel] != nil {
+		l.mu.Unlock()
+		return
+	}
+	d := &dirIndex{ready: make(chan struct{})}
+	l.dirs[rel] = d
+	l.mu.Unlock()
+	l.fill(d, rel, nil)
+	close(d.ready)
+}
+
+// prefetch reads the listings of the directories rels of this layer that
+// are not read yet, in the background: a walk of the union (find, du, a
+// stat of every file) then finds them ready, the reading done on the
+// other CPU while the kernel and the walker handle the parent.
+func (l *layerIndex) prefetch(rels []string) {
+	go func() {
+		for _, rel := range rels {
+			l.dirAhead(rel)
+		}
+	}()
+}
+
+// fill lists the directory rel into d with getdents, classifying
+// whiteouts. mayBlock, if set, is called before a listing that takes
+// more than one getdents.
+func (l *layerIndex) fill(d *dirIndex, rel string, mayBlock func()) {
 	p := l.abs(rel)
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return &dirIndex{missing: true}
+		d.missing = true
+		return
 	}
 	defer unix.Close(fd)
-	d := &dirIndex{entries: make(map[string]*lentry), whiteouts: make(map[string]bool)}
+	d.entries, d.whiteouts = make(map[string]*lentry), make(map[string]bool)
 	d.opaque = l.ns.IsOpaque(p)
 	d.redirect = l.ns.Redirect(p)
 	buf := make([]byte, 32*1024)
 	for i := 0; ; i++ {
-		if i == 1 && l.mayBlock != nil {
-			l.mayBlock() // a large directory: a few thousand fstatat
+		if i == 1 && mayBlock != nil {
+			mayBlock() // a large directory: a few thousand fstatat
 		}
 		n, err := unix.Getdents(fd, buf)
 		if err != nil || n <= 0 {
@@ -135,7 +164,6 @@ func (l *layerIndex) read(rel string) *dirIndex {
 	for w := range d.whiteouts {
 		delete(d.entries, w)
 	}
-	return d
 }
 
 // stat returns the (cached) lstat of the entry name in directory rel.

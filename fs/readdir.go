@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"path"
 	"sort"
 	"strings"
 	"syscall"
@@ -110,6 +111,30 @@ func (u *union) merged(d dirState, opaque bool) ([]fuse.DirEntry, syscall.Errno)
 	return out, 0
 }
 
+// prefetchSubdirs starts reading, in the background, the lower listings
+// of the subdirectories of d: whoever lists a directory is likely to
+// walk into its subdirectories next (find, du, ls -R, a copy), and each
+// listing costs a getdents and an fstatat per entry. One level only, so
+// a listing never sets off more than its own subdirectories.
+//
+// Preconditions: u.mu is held.
+func (u *union) prefetchSubdirs(d dirState) {
+	for _, s := range d.lowers {
+		l := u.lowers[s.layer]
+		di := l.dir(s.path)
+		var subs []string
+		for name, le := range di.entries {
+			if le.typ == unix.S_IFDIR {
+				subs = append(subs, path.Join(s.path, name))
+			}
+		}
+		if len(subs) > 0 {
+			sort.Strings(subs) // the order a walk visits them in
+			l.prefetch(subs)
+		}
+	}
+}
+
 // isEmpty reports whether directory d shows no entries.
 //
 // Preconditions: u.mu is held.
@@ -129,6 +154,9 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ents, errno := u.merged(n.dirState(), n.opaque)
 	if errno != 0 {
 		return nil, errno
+	}
+	if !n.opaque {
+		u.prefetchSubdirs(n.dirState())
 	}
 	parentIno := n.ino
 	if _, p := n.Parent(); p != nil {
