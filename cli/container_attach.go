@@ -24,7 +24,9 @@ func terminalFd(r any) int {
 
 // attachStreams attaches the CLI's stdio to c until it exits: raw mode and
 // window sizes for a tty, signals forwarded otherwise (docker's sig-proxy).
-func attachStreams(app *App, s *runtime.Store, c *runtime.Container, withStdin bool) (runtime.ExitStatus, error) {
+// connect makes the attachment (an attach to a running container, or a
+// start with the client attached).
+func attachStreams(app *App, c *runtime.Container, withStdin bool, connect func(runtime.AttachOptions) (*runtime.Attachment, error)) (runtime.ExitStatus, error) {
 	o := runtime.AttachOptions{Stdout: app.Stdout, Stderr: app.Stderr}
 	if withStdin {
 		o.Stdin = app.Stdin
@@ -70,7 +72,7 @@ func attachStreams(app *App, s *runtime.Store, c *runtime.Container, withStdin b
 		}()
 		o.Signals = fwd
 	}
-	a, err := s.Attach(c, o)
+	a, err := connect(o)
 	if err != nil {
 		return runtime.ExitStatus{}, err
 	}
@@ -106,7 +108,9 @@ func newAttachCmd(app *App) *cobra.Command {
 			if c.Config.Tty && withStdin && terminalFd(app.Stdin) < 0 {
 				return &StatusError{Code: 1, Err: errors.New("the input device is not a TTY")}
 			}
-			exit, err := attachStreams(app, s, c, withStdin)
+			exit, err := attachStreams(app, c, withStdin, func(o runtime.AttachOptions) (*runtime.Attachment, error) {
+				return s.Attach(c, o)
+			})
 			if err != nil {
 				return err
 			}

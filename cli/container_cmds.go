@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,14 +19,13 @@ import (
 )
 
 // containerCommands returns the container commands: docker's top-level
-// forms, the `container` group with the same commands and `prune`, and the
-// hidden entry points the lamina binary is re-executed as (the monitor,
-// the container's init, the exec helper).
+// forms, and the `container` group with the same commands and `prune`.
+// (The hidden entry points the binary is re-executed as are runHidden's.)
 func containerCommands(app *App) []*cobra.Command {
 	group := &cobra.Command{Use: "container", Short: "Manage containers"}
 	group.AddCommand(append(containerVerbs(app), newContainerPruneCmd(app),
 		withUse(newPsCmd(app), "ls [OPTIONS]", "ps", "list"))...)
-	return append(append(containerVerbs(app), newPsCmd(app), group), hiddenCommands(app)...)
+	return append(containerVerbs(app), newPsCmd(app), group)
 }
 
 // containerVerbs are the commands that exist both at the top level and in
@@ -39,43 +39,38 @@ func containerVerbs(app *App) []*cobra.Command {
 	}
 }
 
-func hiddenCommands(app *App) []*cobra.Command {
-	var attach bool
-	monitor := &cobra.Command{
-		Use:    runtime.MonitorCommand + " ID",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := runtime.OpenStore(app.Root)
-			if err != nil {
-				return err
-			}
-			report := os.NewFile(3, "report")
-			return s.RunMonitor(args[0], report, attach, func(c *runtime.Container, st *runtime.State) {
-				if c.HostConfig.AutoRemove {
-					if err := removeContainer(app, s, c); err != nil {
-						fmt.Fprintf(app.Stderr, "lamina: --rm: %v\n", err)
-					}
+// runHidden runs the entry points the lamina binary is re-executed as: a
+// container's monitor, its init and the exec helper. They skip the command
+// tree, which no user types and which would cost each of them its build:
+// one of each starts with every `lamina run`. ok is false when args name
+// none of them.
+func runHidden(args []string, stderr io.Writer) (code int, ok bool) {
+	if len(args) == 0 {
+		return 0, false
+	}
+	var err error
+	switch args[0] {
+	case runtime.MonitorCommand:
+		err = runtime.RunMonitor(args[1:], func(s *runtime.Store, c *runtime.Container, st *runtime.State) {
+			if c.HostConfig.AutoRemove {
+				app := &App{Root: s.Root(), Stderr: stderr}
+				if err := removeContainer(app, s, c); err != nil {
+					fmt.Fprintf(stderr, "lamina: --rm: %v\n", err)
 				}
-			})
-		},
+			}
+		})
+	case runtime.InitCommand:
+		err = runtime.Init()
+	case runtime.ExecCommand:
+		err = runtime.ExecInit()
+	default:
+		return 0, false
 	}
-	monitor.Flags().BoolVar(&attach, "attach", false, "wait for an attach before starting the command")
-	initCmd := &cobra.Command{
-		Use:    runtime.InitCommand,
-		Hidden: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runtime.Init()
-		},
+	if err != nil {
+		fmt.Fprintf(stderr, "lamina: %v\n", err)
+		return 125, true
 	}
-	execCmd := &cobra.Command{
-		Use:    runtime.ExecCommand,
-		Hidden: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runtime.ExecInit()
-		},
-	}
-	return []*cobra.Command{monitor, initCmd, execCmd}
+	return 0, true
 }
 
 // runFlags are docker create/run's flags.
@@ -384,18 +379,28 @@ func newRunCmd(app *App) *cobra.Command {
 			if f.tty && f.interactive && !f.detach && terminalFd(app.Stdin) < 0 {
 				return &StatusError{Code: 1, Err: errors.New("the input device is not a TTY")}
 			}
-			c, s, err := createContainer(app, f, args[0], args[1:])
+			s, err := runtime.OpenStore(app.Root)
 			if err != nil {
 				return err
 			}
+			// The monitor's process starts while the container is made.
+			p, err := s.Prepare(!f.detach)
+			if err != nil {
+				return err
+			}
+			c, _, err := createContainer(app, f, args[0], args[1:])
+			if err != nil {
+				p.Abort()
+				return err
+			}
 			if f.detach {
-				if err := s.Start(c, false); err != nil {
+				if _, err := p.Start(c, runtime.AttachOptions{}); err != nil {
 					return startError(app, s, c, err)
 				}
 				fmt.Fprintln(app.Stdout, c.ID)
 				return nil
 			}
-			return startAttached(app, s, c, f.interactive)
+			return startAttached(app, s, c, f.interactive, p)
 		},
 	}
 	f.register(c, true)
@@ -415,13 +420,18 @@ func startError(app *App, s *runtime.Store, c *runtime.Container, err error) err
 	return err
 }
 
-// startAttached starts c with the CLI attached to its stdio and returns
-// its exit status.
-func startAttached(app *App, s *runtime.Store, c *runtime.Container, stdin bool) error {
-	if err := s.Start(c, true); err != nil {
-		return startError(app, s, c, err)
+// startAttached starts c on p, a monitor prepared for an attached start,
+// with the CLI attached to its stdio, and returns its exit status.
+func startAttached(app *App, s *runtime.Store, c *runtime.Container, stdin bool, p *runtime.Pending) error {
+	var startErr error
+	st, err := attachStreams(app, c, stdin, func(o runtime.AttachOptions) (*runtime.Attachment, error) {
+		a, err := p.Start(c, o)
+		startErr = err
+		return a, err
+	})
+	if startErr != nil {
+		return startError(app, s, c, startErr)
 	}
-	st, err := attachStreams(app, s, c, stdin)
 	if err != nil {
 		return err
 	}
@@ -456,13 +466,17 @@ func newStartCmd(app *App) *cobra.Command {
 				if st, _ := s.State(c); st != nil && st.Running {
 					return nil
 				}
-				return startAttached(app, s, c, interactive)
+				p, err := s.Prepare(true)
+				if err != nil {
+					return err
+				}
+				return startAttached(app, s, c, interactive, p)
 			}
 			return forEach(app, s, args, func(c *runtime.Container) error {
 				if st, _ := s.State(c); st != nil && st.Running {
 					return nil
 				}
-				return s.Start(c, false)
+				return s.Start(c)
 			})
 		},
 	}

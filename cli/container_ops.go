@@ -63,7 +63,7 @@ func newRestartCmd(app *App) *cobra.Command {
 				if err := s.Stop(c, 0, time.Duration(timeout)*time.Second); err != nil {
 					return err
 				}
-				return s.Start(c, false)
+				return s.Start(c)
 			})
 		},
 	}

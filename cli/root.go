@@ -85,6 +85,9 @@ func NewRoot(app *App) *cobra.Command {
 // process exit code. It never panics on a user's mistake: errors print as
 // "lamina: ..." on stderr.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if code, ok := runHidden(args, stderr); ok {
+		return code
+	}
 	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	root := NewRoot(app)
 	root.SetArgs(args)

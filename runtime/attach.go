@@ -106,6 +106,11 @@ func (s *Store) Attach(c *Container, o AttachOptions) (*Attachment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach to container %s: %w", c.ID[:12], err)
 	}
+	return newAttachment(conn, o)
+}
+
+// newAttachment says hello on conn and serves o's streams over it.
+func newAttachment(conn *net.UnixConn, o AttachOptions) (*Attachment, error) {
 	a := &Attachment{conn: conn, done: make(chan struct{})}
 	hello, _ := json.Marshal(attachHello{Stdin: o.Stdin != nil, Stdout: o.Stdout != nil, Stderr: o.Stderr != nil})
 	if err := a.send(frameHello, hello); err != nil {

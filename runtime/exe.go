@@ -1,18 +1,93 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// sealedExe returns a sealed in-memory copy of the running binary. Init
-// and exec run from it, so a process in the container that opens
-// /proc/<pid>/exe for writing (CVE-2019-5736) reaches a sealed memfd, never
-// the lamina binary on the host.
+// sealedExe returns the running binary in a form that cannot be written
+// to. Init and exec run from it, so a process in the container that opens
+// /proc/<pid>/exe for writing (CVE-2019-5736) never reaches the lamina
+// binary on the host.
+//
+// The binary is opened through a private read-only overlay mount, as runc
+// does since 1.2: no copy, a fraction of a millisecond. Where that cannot
+// be had (not root, no overlayfs or new mount API, the binary's directory
+// overlapping the other layer) it is copied into a sealed memfd, which
+// costs about a millisecond per MB of binary.
 func sealedExe() (*os.File, error) {
+	if f, err := overlayExe(); err == nil {
+		return f, nil
+	}
+	return memfdExe()
+}
+
+// overlayEmpty is the second, empty lower layer overlayExe needs: an
+// overlay without an upper layer takes at least two lower ones, and only
+// then refuses every write. It must not overlap the binary's directory.
+const overlayEmpty = "/run/lamina/empty"
+
+// overlayExe opens the running binary through an overlay of its directory
+// and overlayEmpty, mounted read-only with the new mount API and never
+// attached anywhere: no mount namespace has it, nobody can remount it
+// read-write, and the overlay has no upper layer to write into. The
+// returned O_PATH descriptor can be exec'd through /proc/self/fd.
+func overlayExe() (*os.File, error) {
+	bin, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return nil, err
+	}
+	// A replaced or deleted binary reads as "path (deleted)": only the
+	// memfd copy can seal what is no longer at its path.
+	if strings.HasSuffix(bin, " (deleted)") {
+		return nil, errors.New("binary deleted")
+	}
+	if err := os.MkdirAll(overlayEmpty, 0o700); err != nil {
+		return nil, err
+	}
+	ctx, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(ctx)
+	dir, name := filepath.Split(bin)
+	// The binary's directory on top, so that nothing in the empty layer
+	// can stand in for it.
+	escape := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+	if err := unix.FsconfigSetString(ctx, "lowerdir", escape.Replace(dir)+":"+overlayEmpty); err != nil {
+		return nil, err
+	}
+	// xino is of no use here and only logs warnings across filesystems.
+	_ = unix.FsconfigSetString(ctx, "xino", "off")
+	if err := unix.FsconfigCreate(ctx); err != nil {
+		return nil, err
+	}
+	mnt, err := unix.Fsmount(ctx, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(mnt)
+	fd, err := unix.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "lamina-sealed")
+	// Replaced while we opened it: what we hold may be the new binary.
+	if now, err := os.Readlink("/proc/self/exe"); err != nil || now != bin {
+		f.Close()
+		return nil, errors.New("binary replaced")
+	}
+	return f, nil
+}
+
+// memfdExe returns a sealed in-memory copy of the running binary.
+func memfdExe() (*os.File, error) {
 	src, err := os.Open("/proc/self/exe")
 	if err != nil {
 		return nil, fmt.Errorf("sealed exe: %w", err)

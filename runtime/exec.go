@@ -22,9 +22,10 @@ const ExecCommand = "__exec"
 // execRequest is what `lamina exec` asks of the helper that has joined a
 // running container: the process to run and the container's confinement.
 type execRequest struct {
-	Process *specs.Process      `json:"process"`
-	User    string              `json:"user,omitempty"`
-	Seccomp *specs.LinuxSeccomp `json:"seccomp,omitempty"`
+	Process *specs.Process `json:"process"`
+	User    string         `json:"user,omitempty"`
+	// Filter is the container's compiled seccomp program.
+	Filter []byte `json:"filter,omitempty"`
 }
 
 // ExecOptions are docker exec's flags.
@@ -75,7 +76,9 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 	}
 	req := &execRequest{Process: &proc, User: user}
 	if c.Spec.Linux != nil && !o.Privileged {
-		req.Seccomp = c.Spec.Linux.Seccomp
+		if req.Filter, err = seccompFilter(s.seccompDir(), c.Spec.Linux.Seccomp); err != nil {
+			return 125, err
+		}
 	}
 
 	exe, err := sealedExe()
@@ -191,6 +194,6 @@ func ExecInit() error {
 		}
 		return fail(125, err)
 	}
-	code, err := execProcess(req.Process, u, path, req.Seccomp, false)
+	code, err := execProcess(req.Process, u, path, req.Filter, false)
 	return fail(code, err)
 }

@@ -69,11 +69,7 @@ func Init() error {
 		// The monitor gave up on us (container removed before start).
 		os.Exit(125)
 	}
-	var sc *specs.LinuxSeccomp
-	if spec.Linux != nil {
-		sc = spec.Linux.Seccomp
-	}
-	code, err := execProcess(spec.Process, user, path, sc, true)
+	code, err := execProcess(spec.Process, user, path, msg.Filter, true)
 	return fail(code, err)
 }
 
@@ -89,13 +85,27 @@ func hasNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
-// setupContainer builds the container around the process: cgroup namespace
-// (now that the monitor has put us in our cgroups), loopback, root
+// setupContainer builds the container around the process: mount and cgroup
+// namespaces (now that the monitor has mounted the root filesystem and put
+// us in our cgroups), loopback, root
 // filesystem, console, masks, hostname, rlimits.
+//
+// The mount namespace is unshared here, not at clone (see spawnInit), by
+// this thread: it gets its own copy of the filesystem context, and every
+// path this process resolves from here to execve is resolved on it. The
+// process's other threads (the Go runtime's) stay in the monitor's mount
+// namespace, and die at execve.
 func setupContainer(spec *specs.Spec, sock *os.File) error {
+	var flags int
+	if hasNamespace(spec, specs.MountNamespace) {
+		flags |= unix.CLONE_NEWNS
+	}
 	if hasNamespace(spec, specs.CgroupNamespace) {
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			return fmt.Errorf("unshare cgroup namespace: %w", err)
+		flags |= unix.CLONE_NEWCGROUP
+	}
+	if flags != 0 {
+		if err := unix.Unshare(flags); err != nil {
+			return fmt.Errorf("unshare mount and cgroup namespaces: %w", err)
 		}
 	}
 	if hasNamespace(spec, specs.NetworkNamespace) {
@@ -281,11 +291,12 @@ func lookPath(argv0 string, env []string) (string, error) {
 // The order is runc's: no_new_privs; seccomp early (while CAP_SYS_ADMIN is
 // still held) unless no_new_privs lets it load late; bounding set; keep
 // capabilities across setuid; groups, gid, uid; the final capability sets;
-// close every fd but stdio; execve.
+// close every fd but stdio; execve. filter is the compiled seccomp program
+// (nil: none).
 //
 // createCwd makes a missing working directory, as docker does for a
 // container (not for an exec).
-func execProcess(p *specs.Process, u execUser, path string, sc *specs.LinuxSeccomp, createCwd bool) (int, error) {
+func execProcess(p *specs.Process, u execUser, path string, filter []byte, createCwd bool) (int, error) {
 	env := p.Env
 	hasHome := false
 	for _, e := range env {
@@ -317,7 +328,7 @@ func execProcess(p *specs.Process, u execUser, path string, sc *specs.LinuxSecco
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return 125, fmt.Errorf("no_new_privs: %w", err)
 		}
-	} else if err := loadSeccomp(sc); err != nil {
+	} else if err := loadSeccomp(filter); err != nil {
 		return 125, err
 	}
 	caps, err := newCapState(p.Capabilities)
@@ -340,7 +351,7 @@ func execProcess(p *specs.Process, u execUser, path string, sc *specs.LinuxSecco
 		return 125, err
 	}
 	if p.NoNewPrivileges {
-		if err := loadSeccomp(sc); err != nil {
+		if err := loadSeccomp(filter); err != nil {
 			return 125, err
 		}
 	}

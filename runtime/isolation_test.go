@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lamina-project/lamina/driver"
 	"github.com/lamina-project/lamina/internal/testutil"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // nonzero as a wanted exit code accepts any failure.
@@ -120,10 +122,11 @@ func TestMemoryLimitOOM(t *testing.T) {
 	}
 }
 
-// TestInitRunsFromSealedCopy checks CVE-2019-5736's defence: the init's
-// executable is a sealed memfd, not the binary on the host, and it cannot
-// be written.
-func TestInitRunsFromSealedCopy(t *testing.T) {
+// TestInitRunsFromSealedExe checks CVE-2019-5736's defence: the init's
+// executable is not the binary on the host but the same file through a
+// private read-only overlay (or, without one, a sealed memfd copy), and it
+// cannot be written.
+func TestInitRunsFromSealedExe(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	spec, err := NewSpec("sealed", sharedRootfs(t), sh("true"))
 	if err != nil {
@@ -137,20 +140,50 @@ func TestInitRunsFromSealedCopy(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Kill(); _, _ = p.Wait() })
 	exe := filepath.Join("/proc", strconv.Itoa(p.Pid()), "exe")
-	target, err := os.Readlink(exe)
+	var st unix.Statfs_t
+	if err := unix.Statfs(exe, &st); err != nil {
+		t.Fatal(err)
+	}
+	// Root with overlayfs gets the overlay, not the copy.
+	if (driver.Overlay{}).Available() == nil {
+		f, err := overlayExe()
+		if err != nil {
+			t.Fatalf("no overlay-sealed binary on a host with overlayfs: %v", err)
+		}
+		f.Close()
+		if st.Type != unix.OVERLAYFS_SUPER_MAGIC {
+			target, _ := os.Readlink(exe)
+			t.Fatalf("init runs from %q (filesystem %#x), want the binary through an overlay", target, st.Type)
+		}
+	}
+	checkUnwritable(t, exe)
+}
+
+// TestSealedExeFallback checks the memfd copy, used where no overlay can
+// be mounted.
+func TestSealedExeFallback(t *testing.T) {
+	f, err := memfdExe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(target, "/memfd:lamina") {
-		t.Fatalf("init runs from %q, want a sealed memfd", target)
+	defer f.Close()
+	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	if target, _ := os.Readlink(path); !strings.HasPrefix(target, "/memfd:lamina") {
+		t.Fatalf("copy is %q, want a memfd", target)
 	}
-	f, err := os.OpenFile(exe, os.O_WRONLY, 0)
+	checkUnwritable(t, path)
+}
+
+// checkUnwritable fails t if the executable at path can be written.
+func checkUnwritable(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err == nil {
 		_, err = f.Write([]byte("x"))
 		f.Close()
 	}
 	if err == nil {
-		t.Fatal("the init's executable is writable")
+		t.Fatalf("the executable %s is writable", path)
 	}
 }
 

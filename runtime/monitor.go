@@ -1,18 +1,15 @@
 package runtime
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -20,81 +17,22 @@ import (
 )
 
 // MonitorCommand is the hidden argument that makes the lamina binary a
-// container's monitor (`lamina __monitor ID`).
+// container's monitor (`lamina __monitor --root ROOT [--attach]`, see
+// start.go).
 const MonitorCommand = "__monitor"
-
-// startReport is what a monitor tells the CLI that started it: nothing
-// when the container runs (or waits for its attach), else why not.
-type startReport struct {
-	Error string `json:",omitempty"`
-	Code  int    `json:",omitempty"`
-}
-
-// Start starts c's monitor, detached in its own session so that the
-// container outlives the CLI, and returns once the container runs. With
-// waitAttach the monitor holds the command until a client attaches, so that
-// the client misses no output.
-func (s *Store) Start(c *Container, waitAttach bool) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	defer r.Close()
-	logf, err := os.OpenFile(c.File("monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("start: %w", err)
-	}
-	defer logf.Close()
-	args := []string{MonitorCommand, "--root", s.Root(), c.ID}
-	if waitAttach {
-		args = append(args, "--attach")
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return fmt.Errorf("start monitor: %w", err)
-	}
-	w.Close()
-	out, _ := bufio.NewReader(r).ReadBytes('\n')
-	if len(bytes.TrimSpace(out)) == 0 {
-		// The monitor died before it could report.
-		_ = cmd.Wait()
-		msg, _ := os.ReadFile(c.File("monitor.log"))
-		return fmt.Errorf("container monitor failed: %s", strings.TrimSpace(string(msg)))
-	}
-	// The monitor lives on; it is reparented when this process exits.
-	go func() { _ = cmd.Wait() }()
-	var rep startReport
-	if err := json.Unmarshal(out, &rep); err != nil {
-		return fmt.Errorf("container monitor: bad report %q", out)
-	}
-	if rep.Error != "" {
-		if rep.Code == ExitNotFound || rep.Code == ExitCannotExecute {
-			return &ExecError{Code: rep.Code, Msg: rep.Error}
-		}
-		return errors.New(rep.Error)
-	}
-	return nil
-}
 
 // Root is the lamina store root the containers directory is in.
 func (s *Store) Root() string { return strings.TrimSuffix(s.dir, "/containers") }
 
 // monitor runs one container from mount to unmount.
 type monitor struct {
-	s          *Store
-	c          *Container
-	report     *os.File
-	reported   bool
-	waitAttach bool
+	s        *Store
+	c        *Container
+	report   *os.File
+	reported bool
+	// client is the connection of a client attached from the start (nil
+	// for a detached start); the command waits for its hello.
+	client *os.File
 
 	hub      hub
 	stdin    stdinSink
@@ -104,16 +42,59 @@ type monitor struct {
 	once     sync.Once
 }
 
-// RunMonitor is the monitor's body. report is the pipe to the starting
-// CLI; onExit runs after the container has stopped and been unmounted, and
-// before attached clients hear the exit status (the CLI's --rm hooks in
-// there).
-func (s *Store) RunMonitor(id string, report *os.File, waitAttach bool, onExit func(*Container, *State)) error {
-	// The report pipe came in without close-on-exec: no child of the
-	// monitor (a FUSE server) may hold it, or the CLI never sees EOF.
-	unix.CloseOnExec(int(report.Fd()))
-	m := &monitor{s: s, report: report, waitAttach: waitAttach, attached: make(chan struct{})}
-	err := m.run(id, onExit)
+// RunMonitor is the monitor's body, `lamina __monitor ARGS` with the
+// arguments Prepare gives it and its fds (see start.go): it waits for its
+// container's ID, then runs the container. onExit runs after the container
+// has stopped and been unmounted, and before attached clients hear the exit
+// status (the CLI's --rm hooks in there).
+func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
+	// The fds came in without close-on-exec: no child of the monitor may
+	// hold them, or the CLI never sees EOF.
+	report, idPipe := os.NewFile(3, "report"), os.NewFile(4, "id")
+	unix.CloseOnExec(3)
+	unix.CloseOnExec(4)
+	var root string
+	var client *os.File
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "--root" && i+1 < len(args):
+			i++
+			root = args[i]
+		case args[i] == "--attach":
+			client = os.NewFile(5, "attach")
+			unix.CloseOnExec(5)
+		default:
+			return fmt.Errorf("monitor: bad argument %q", args[i])
+		}
+	}
+	b, err := io.ReadAll(idPipe)
+	idPipe.Close()
+	if err != nil || len(b) == 0 {
+		return nil // the CLI gave up before it had a container
+	}
+	id := string(b)
+	if !isID(id) || root == "" {
+		return fmt.Errorf("monitor: bad container %q or root %q", id, root)
+	}
+	s, err := OpenStore(root)
+	if err != nil {
+		return err
+	}
+	// From here on, what the monitor has to say goes to monitor.log, which
+	// the CLI shows when the monitor dies before it reports.
+	logf, err := os.OpenFile(filepath.Join(s.dir, id, "monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	for _, fd := range []int{1, 2} {
+		if err := unix.Dup3(int(logf.Fd()), fd, 0); err != nil {
+			logf.Close()
+			return fmt.Errorf("monitor log: %w", err)
+		}
+	}
+	logf.Close()
+	m := &monitor{s: s, report: report, client: client, attached: make(chan struct{})}
+	err = m.run(id, onExit)
 	m.sendReport(err)
 	return err
 }
@@ -137,7 +118,7 @@ func (m *monitor) sendReport(err error) {
 	m.report.Close()
 }
 
-func (m *monitor) run(id string, onExit func(*Container, *State)) error {
+func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error {
 	c, err := m.s.Load(id)
 	if err != nil {
 		return err
@@ -154,38 +135,55 @@ func (m *monitor) run(id string, onExit func(*Container, *State)) error {
 		return fmt.Errorf("container %s is already running", c.ID[:12])
 	}
 
-	mnt, err := mountRootfs(c)
-	if err != nil {
-		return err
-	}
-	defer mnt.Unmount()
-	spec, err := m.runtimeSpec(mnt.Target())
-	if err != nil {
-		return err
-	}
-	cg, err := NewCgroup(c.ID, spec.Linux.Resources)
-	if err != nil {
-		return err
-	}
-	defer cg.Destroy()
 	logf, err := openLogFile(c.File("ctr.log"))
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	ln, err := m.listen()
+	stdio, pumps, err := m.stdio(c.Spec, logf)
 	if err != nil {
 		return err
+	}
+	// Init is spawned first: its runtime starts while this process
+	// prepares the spec, mounts the root filesystem and makes the cgroups;
+	// it waits for bootstrap.
+	ip, err := spawnInit(c.Spec, stdio)
+	closeChildEnds(stdio)
+	if err != nil {
+		m.recordNotStarted(err)
+		return err
+	}
+	abort := func(err error) error {
+		ip.Kill()
+		_, _ = ip.Wait()
+		return err
+	}
+	spec, err := m.runtimeSpec(c.File("merged"))
+	if err != nil {
+		return abort(err)
+	}
+	mnt, err := mountRootfs(c)
+	if err != nil {
+		return abort(err)
+	}
+	defer mnt.Unmount()
+	cg, err := NewCgroup(c.ID, spec.Linux.Resources)
+	if err != nil {
+		return abort(err)
+	}
+	defer cg.Destroy()
+	ln, err := m.listen()
+	if err != nil {
+		return abort(err)
 	}
 	defer ln.Close()
 	defer os.Remove(c.File("attach.sock"))
-
-	stdio, pumps, err := m.stdio(spec, logf)
+	prepareMountpoints(spec)
+	filter, err := seccompFilter(m.s.seccompDir(), spec.Linux.Seccomp)
 	if err != nil {
-		return err
+		return abort(err)
 	}
-	ip, err := StartInit(spec, stdio, cg)
-	closeChildEnds(stdio)
+	err = ip.bootstrap(spec, filter, cg)
 	if err != nil {
 		m.recordNotStarted(err)
 		return err
@@ -197,7 +195,13 @@ func (m *monitor) run(id string, onExit func(*Container, *State)) error {
 		pumps = append(pumps, pump(ip.Pty, &streamWriter{hub: &m.hub, typ: frameStdout, split: &lineSplitter{log: logf, stream: "stdout"}}))
 	}
 	go m.accept(ln)
-	if m.waitAttach {
+	if m.client != nil {
+		conn, err := net.FileConn(m.client)
+		m.client.Close()
+		if err != nil {
+			return abort(fmt.Errorf("attach: %w", err))
+		}
+		go m.serve(conn.(*net.UnixConn))
 		m.sendReport(nil)
 		select {
 		case <-m.attached:
@@ -242,7 +246,7 @@ func (m *monitor) run(id string, onExit func(*Container, *State)) error {
 		final = *st
 	})
 	if onExit != nil {
-		onExit(c, &final)
+		onExit(m.s, c, &final)
 	}
 	b, _ := json.Marshal(ExitStatus{ExitCode: code, OOMKilled: oom})
 	m.hub.broadcast(frameExit, b)
@@ -284,15 +288,14 @@ func (m *monitor) recordNotStarted(err error) {
 // runtimeSpec is the container's spec with what only a start knows: the
 // mount point, and /etc/hosts, /etc/hostname and /etc/resolv.conf.
 func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
-	b, err := json.Marshal(m.c.Spec)
-	if err != nil {
-		return nil, err
-	}
-	spec := &specs.Spec{}
-	if err := json.Unmarshal(b, spec); err != nil {
-		return nil, err
-	}
-	spec.Root.Path = rootfs
+	// Only the root and the mount list change: the rest is shared with
+	// the container's record, which this process does not change.
+	s := *m.c.Spec
+	spec := &s
+	root := *spec.Root
+	root.Path = rootfs
+	spec.Root = &root
+	spec.Mounts = append([]specs.Mount(nil), spec.Mounts...)
 	hostNet := true
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/lamina-project/lamina/internal/testutil"
-	libseccomp "github.com/seccomp/libseccomp-golang"
 )
 
 func BenchmarkSealedExe(b *testing.B) {
@@ -34,29 +33,22 @@ func BenchmarkCgroupCreateDestroy(b *testing.B) {
 
 func BenchmarkSeccompCompile(b *testing.B) {
 	spec, _ := NewSpec("x", "/", Options{Args: []string{"true"}})
-	sc := spec.Linux.Seccomp
-	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	defer devnull.Close()
 	for i := 0; i < b.N; i++ {
-		def, _ := seccompAction(sc.DefaultAction, sc.DefaultErrnoRet)
-		f, _ := libseccomp.NewFilter(def)
-		for _, rule := range sc.Syscalls {
-			act, _ := seccompAction(rule.Action, rule.ErrnoRet)
-			if act == def {
-				continue
-			}
-			for _, name := range rule.Names {
-				call, err := libseccomp.GetSyscallFromName(name)
-				if err != nil {
-					continue
-				}
-				_ = addRule(f, call, act, rule.Args)
-			}
-		}
-		if err := f.ExportBPF(devnull); err != nil {
+		if _, err := compileSeccomp(spec.Linux.Seccomp); err != nil {
 			b.Fatal(err)
 		}
-		f.Release()
+	}
+}
+
+// BenchmarkSeccompCached is a start's seccomp cost once the store has the
+// profile's program.
+func BenchmarkSeccompCached(b *testing.B) {
+	spec, _ := NewSpec("x", "/", Options{Args: []string{"true"}})
+	dir := b.TempDir()
+	for i := 0; i < b.N; i++ {
+		if _, err := seccompFilter(dir, spec.Linux.Seccomp); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -30,34 +30,63 @@ type Stdio struct {
 }
 
 var nsFlags = map[specs.LinuxNamespaceType]uintptr{
-	specs.MountNamespace: unix.CLONE_NEWNS, specs.PIDNamespace: unix.CLONE_NEWPID,
+	specs.PIDNamespace: unix.CLONE_NEWPID,
 	specs.UTSNamespace: unix.CLONE_NEWUTS, specs.IPCNamespace: unix.CLONE_NEWIPC,
 	specs.NetworkNamespace: unix.CLONE_NEWNET,
-	// The cgroup namespace is unshared by init itself, after the monitor
-	// has put it into its cgroups: v1 has no clone-into-cgroup.
+	// The mount and cgroup namespaces are unshared by init itself on
+	// bootstrap: the cgroup one after the monitor has put it into its
+	// cgroups (v1 has no clone-into-cgroup), the mount one after the
+	// monitor has mounted the root filesystem (see spawnInit).
 }
 
 // StartInit spawns the container's init for spec, puts it into cg (nil: no
 // cgroups), and waits until the root filesystem is built and the command
-// found. The caller then calls Start, and Wait.
+// found. The caller then calls Start, and Wait. The spec's seccomp profile
+// is compiled here, every time; the monitor uses the store's cached
+// program, and spawns init before it mounts the root filesystem (see
+// spawnInit).
 //
 // A not-found command is an *ExecError with code 127.
 func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) {
+	var sc *specs.LinuxSeccomp
+	if spec.Linux != nil {
+		sc = spec.Linux.Seccomp
+	}
+	filter, err := compileSeccomp(sc)
+	if err != nil {
+		return nil, err
+	}
+	p, err := spawnInit(spec, stdio)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.bootstrap(spec, filter, cg); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// spawnInit starts the container's init in the spec's new namespaces, from
+// the sealed binary; it then waits for bootstrap. Its mount and cgroup
+// namespaces are unshared by init itself on bootstrap, so that init can be
+// spawned (and its runtime start) while the monitor still mounts the root
+// filesystem, and the mount is there when init copies the mount table.
+func spawnInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) {
 	exe, err := sealedExe()
 	if err != nil {
 		return nil, err
 	}
 	defer exe.Close()
-	parent, child, err := newSyncPair()
-	if err != nil {
-		return nil, err
-	}
 	var flags uintptr
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Path != "" {
 			return nil, fmt.Errorf("joining namespace %s by path is not supported", ns.Type)
 		}
 		flags |= nsFlags[ns.Type]
+	}
+	parent, child, err := newSyncPair()
+	if err != nil {
+		return nil, err
 	}
 	// fd 3 is the sync socket, fd 4 the sealed binary we exec through.
 	cmd := &exec.Cmd{
@@ -80,22 +109,38 @@ func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) 
 		return nil, fmt.Errorf("start init: %w", err)
 	}
 	child.Close()
-	p := &InitProcess{cmd: cmd, sock: parent, cg: cg, resources: spec.Linux.Resources}
-	if err := p.setup(spec, cg); err != nil {
-		p.Kill()
-		_, _ = p.Wait()
-		return nil, err
-	}
-	return p, nil
+	return &InitProcess{cmd: cmd, sock: parent}, nil
 }
 
-func (p *InitProcess) setup(spec *specs.Spec, cg *Cgroup) error {
+// bootstrap puts a spawned init into cg (nil: no cgroups), hands it spec
+// and the compiled seccomp filter (nil: none), and waits until the root
+// filesystem is built and the command found. On failure init is killed
+// and reaped.
+func (p *InitProcess) bootstrap(spec *specs.Spec, filter []byte, cg *Cgroup) error {
+	if err := p.setup(spec, filter, cg); err != nil {
+		p.Kill()
+		_, _ = p.Wait()
+		return err
+	}
+	return nil
+}
+
+func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
+	p.cg, p.resources = cg, spec.Linux.Resources
 	if cg != nil {
 		if err := cg.Add(p.cmd.Process.Pid); err != nil {
 			return err
 		}
 	}
-	if err := sendSync(p.sock, syncMsg{Type: "bootstrap", Spec: spec}, -1); err != nil {
+	// Init gets the program, not the profile: tens of KB of JSON less to
+	// encode and decode.
+	if spec.Linux.Seccomp != nil {
+		s, l := *spec, *spec.Linux
+		l.Seccomp = nil
+		s.Linux = &l
+		spec = &s
+	}
+	if err := sendSync(p.sock, syncMsg{Type: "bootstrap", Spec: spec, Filter: filter}, -1); err != nil {
 		return err
 	}
 	for {

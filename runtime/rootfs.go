@@ -112,22 +112,8 @@ func mountInRoot(rootfs string, m specs.Mount) error {
 		return mountCgroups(dest, flags)
 	}
 	isBind := m.Type == "bind" || flags&unix.MS_BIND != 0
-	// Create the mount point: a file for a file bind mount, else a dir.
-	if isBind {
-		fi, err := os.Stat(m.Source)
-		if err != nil {
-			return fmt.Errorf("bind mount source %s: %w", m.Source, err)
-		}
-		if fi.IsDir() {
-			err = os.MkdirAll(dest, 0o755)
-		} else {
-			err = mkfile(dest)
-		}
-		if err != nil {
-			return fmt.Errorf("mount point %s: %w", m.Destination, err)
-		}
-	} else if err := os.MkdirAll(dest, 0o755); err != nil {
-		return fmt.Errorf("mount point %s: %w", m.Destination, err)
+	if err := makeMountpoint(dest, m, isBind); err != nil {
+		return err
 	}
 	// Re-resolve: creating the mount point may have followed nothing, but
 	// the path must still be inside the root now that it exists.
@@ -164,6 +150,63 @@ func mountInRoot(rootfs string, m specs.Mount) error {
 		}
 	}
 	return nil
+}
+
+// makeMountpoint creates m's mount point at dest (resolved in the root) if
+// the image lacks it: a file for a file bind mount, else a directory.
+func makeMountpoint(dest string, m specs.Mount, isBind bool) error {
+	var err error
+	if isBind {
+		fi, serr := os.Stat(m.Source)
+		if serr != nil {
+			return fmt.Errorf("bind mount source %s: %w", m.Source, serr)
+		}
+		if fi.IsDir() {
+			err = os.MkdirAll(dest, 0o755)
+		} else {
+			err = mkfile(dest)
+		}
+	} else {
+		err = os.MkdirAll(dest, 0o755)
+	}
+	if err != nil {
+		return fmt.Errorf("mount point %s: %w", m.Destination, err)
+	}
+	return nil
+}
+
+// prepareMountpoints creates, in the root filesystem at spec.Root.Path,
+// the mount points init will need and the image lacks (/etc/hosts, bind
+// mount targets), as mountInRoot would, with the same resolution inside
+// the root. The monitor calls it while init's process starts: on a union
+// filesystem a new mount point costs a copy-up, which init then finds
+// done. It is best effort: init makes whatever is still missing, and its
+// errors are the ones reported. Mount points nested in another of the
+// spec's mounts (/dev/pts in /dev's tmpfs) and those of proc, sysfs and
+// cgroup mounts are init's alone.
+func prepareMountpoints(spec *specs.Spec) {
+	rootfs := spec.Root.Path
+	for _, m := range spec.Mounts {
+		if m.Type == "proc" || m.Type == "sysfs" || m.Type == "cgroup" || nestedMount(spec.Mounts, m.Destination) {
+			continue
+		}
+		dest, err := securejoin.SecureJoin(rootfs, m.Destination)
+		if err != nil {
+			continue
+		}
+		flags, _, _ := parseMountOptions(m.Options)
+		_ = makeMountpoint(dest, m, m.Type == "bind" || flags&unix.MS_BIND != 0)
+	}
+}
+
+// nestedMount reports whether dest lies below another mount's destination.
+func nestedMount(mounts []specs.Mount, dest string) bool {
+	for _, o := range mounts {
+		if o.Destination != dest && strings.HasPrefix(dest, strings.TrimSuffix(o.Destination, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func mkfile(p string) error {

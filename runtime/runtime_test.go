@@ -12,8 +12,8 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// TestMain lets the test binary serve as the container init, as the lamina
-// binary does.
+// TestMain lets the test binary serve as the container init and monitor,
+// as the lamina binary does.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitCommand {
 		if err := Init(); err != nil {
@@ -21,7 +21,18 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(125)
 	}
-	os.Exit(m.Run())
+	if len(os.Args) > 1 && os.Args[1] == MonitorCommand {
+		if err := RunMonitor(os.Args[2:], nil); err != nil {
+			os.Stderr.WriteString("monitor: " + err.Error() + "\n")
+			os.Exit(125)
+		}
+		os.Exit(0)
+	}
+	code := m.Run()
+	if rootfsDir != "" {
+		os.RemoveAll(rootfsDir)
+	}
+	os.Exit(code)
 }
 
 var (

@@ -1,51 +1,48 @@
 package runtime
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
+	"os"
+	goruntime "runtime"
+	"unsafe"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 )
 
-// loadSeccomp compiles a spec's seccomp section with libseccomp and loads
-// it into the calling thread. It does not set no_new_privs: when the
-// container wants no_new_privs init sets it itself; otherwise the filter is
-// loaded while the thread still has CAP_SYS_ADMIN, before capabilities are
-// dropped (runc's "early" seccomp).
-//
-// Preconditions: the calling goroutine is locked to the OS thread that will
-// execve; the filter is not synchronised to other threads (they die at
-// execve).
-func loadSeccomp(sc *specs.LinuxSeccomp) error {
+// compileSeccomp compiles a spec's seccomp section with libseccomp into
+// the classic BPF program the kernel runs; nil for no section. The program
+// is what libseccomp's own seccomp_load would install: the same generator
+// writes it.
+func compileSeccomp(sc *specs.LinuxSeccomp) ([]byte, error) {
 	if sc == nil {
-		return nil
+		return nil, nil
 	}
 	def, err := seccompAction(sc.DefaultAction, sc.DefaultErrnoRet)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	f, err := libseccomp.NewFilter(def)
 	if err != nil {
-		return fmt.Errorf("seccomp: new filter: %w", err)
+		return nil, fmt.Errorf("seccomp: new filter: %w", err)
 	}
 	defer f.Release()
-	if err := f.SetNoNewPrivsBit(false); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
-	}
 	for _, a := range sc.Architectures {
 		arch, err := libseccomp.GetArchFromString(archName(a))
 		if err != nil {
 			continue // an architecture this libseccomp does not know
 		}
 		if err := f.AddArch(arch); err != nil {
-			return fmt.Errorf("seccomp: add arch %s: %w", a, err)
+			return nil, fmt.Errorf("seccomp: add arch %s: %w", a, err)
 		}
 	}
 	for _, rule := range sc.Syscalls {
 		act, err := seccompAction(rule.Action, rule.ErrnoRet)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if act == def {
 			continue // libseccomp refuses rules equal to the default
@@ -56,12 +53,70 @@ func loadSeccomp(sc *specs.LinuxSeccomp) error {
 				continue // a syscall this architecture does not have
 			}
 			if err := addRule(f, call, act, rule.Args); err != nil {
-				return fmt.Errorf("seccomp: rule for %s: %w", name, err)
+				return nil, fmt.Errorf("seccomp: rule for %s: %w", name, err)
 			}
 		}
 	}
-	if err := f.Load(); err != nil {
-		return fmt.Errorf("seccomp: load filter: %w", err)
+	// libseccomp 2.5 exports only to a file descriptor.
+	fd, err := unix.MemfdCreate("lamina-seccomp", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: memfd: %w", err)
+	}
+	out := os.NewFile(uintptr(fd), "lamina-seccomp")
+	defer out.Close()
+	if err := f.ExportBPF(out); err != nil {
+		return nil, fmt.Errorf("seccomp: export filter: %w", err)
+	}
+	prog, err := io.ReadAll(io.NewSectionReader(out, 0, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: export filter: %w", err)
+	}
+	if err := checkFilter(prog); err != nil {
+		return nil, err
+	}
+	return prog, nil
+}
+
+// checkFilter rejects what is not a whole BPF program the kernel could
+// take: a filter is 1 to 4096 instructions of 8 bytes.
+func checkFilter(prog []byte) error {
+	if len(prog) == 0 || len(prog)%8 != 0 || len(prog)/8 > unix.BPF_MAXINSNS {
+		return fmt.Errorf("seccomp: a filter of %d bytes is no BPF program", len(prog))
+	}
+	return nil
+}
+
+// loadSeccomp installs a compiled filter (compileSeccomp's program) on the
+// calling thread and, with TSYNC, on the process's other threads, as
+// libseccomp's load did. It does not set no_new_privs: when the container
+// wants no_new_privs init sets it itself; otherwise the filter is loaded
+// while the thread still has CAP_SYS_ADMIN, before capabilities are
+// dropped (runc's "early" seccomp). An empty program loads nothing.
+//
+// Preconditions: the calling goroutine is locked to the OS thread that will
+// execve.
+func loadSeccomp(prog []byte) error {
+	if len(prog) == 0 {
+		return nil
+	}
+	if err := checkFilter(prog); err != nil {
+		return err
+	}
+	insns := make([]unix.SockFilter, len(prog)/8)
+	for i := range insns {
+		b := prog[8*i:]
+		insns[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(insns)), Filter: &insns[0]}
+	// With TSYNC a thread that cannot take the filter is reported by its
+	// id, as a positive return value.
+	r, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	goruntime.KeepAlive(insns)
+	if e != 0 {
+		return fmt.Errorf("seccomp: load filter: %w", e)
+	}
+	if r != 0 {
+		return fmt.Errorf("seccomp: load filter: thread %d cannot take it", r)
 	}
 	return nil
 }

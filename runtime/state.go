@@ -27,12 +27,14 @@ import (
 //	              that anyone can tell a live monitor from a dead one
 //	              without trusting a pid that may have been reused
 //	ctr.log       docker json-file log
+//	monitor.log   what the monitor printed (shown when it dies unreported)
 //	attach.sock   the monitor's attach socket
 //	hosts, hostname, resolv.conf   bind-mounted into the container
 //	upper/ work/ merged/           the read-write layer and the mount point
 //
 // <root>/containers/.lock serialises what must be unique across containers
-// (names) and removal. Files are written to a temp name and renamed.
+// (names) and removal; <root>/containers/.seccomp/ caches compiled seccomp
+// filters. Files are written to a temp name and renamed.
 
 // Config is the docker-visible configuration of a container, with
 // docker's JSON names, as inspect shows it.
@@ -131,6 +133,9 @@ func OpenStore(root string) (*Store, error) {
 	return &Store{dir: dir}, nil
 }
 
+// seccompDir caches compiled seccomp filters (see seccompFilter).
+func (s *Store) seccompDir() string { return filepath.Join(s.dir, ".seccomp") }
+
 // Dir is the container's directory.
 func (c *Container) Dir() string { return c.dir }
 
@@ -151,6 +156,19 @@ func NewID() string {
 }
 
 var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// isID reports whether id is a full container ID: 64 lowercase hex digits.
+func isID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for _, r := range id {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Lock takes the store-wide lock; the returned function releases it.
 func (s *Store) Lock() (func(), error) { return flock(filepath.Join(s.dir, ".lock")) }

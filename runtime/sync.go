@@ -14,18 +14,21 @@ import (
 // The monitor and init talk over a SOCK_SEQPACKET socketpair: one JSON
 // message per packet, file descriptors (the pty master) as SCM_RIGHTS.
 //
-//	monitor → init   bootstrap   (spec)
+//	monitor → init   bootstrap   (spec, compiled seccomp filter)
 //	init → monitor   pty         (with the master fd, when Terminal)
 //	init → monitor   ready       (root filesystem built, command found)
 //	monitor → init   start
 //	init → monitor   error       (any failure; the socket closes on exec)
 
 type syncMsg struct {
-	Type  string       `json:"type"`
-	Spec  *specs.Spec  `json:"spec,omitempty"`
-	Exec  *execRequest `json:"exec,omitempty"`
-	Error string       `json:"error,omitempty"`
-	Code  int          `json:"code,omitempty"`
+	Type string      `json:"type"`
+	Spec *specs.Spec `json:"spec,omitempty"`
+	// Filter is the compiled seccomp program the command runs under
+	// (the spec's seccomp section stays with the monitor).
+	Filter []byte       `json:"filter,omitempty"`
+	Exec   *execRequest `json:"exec,omitempty"`
+	Error  string       `json:"error,omitempty"`
+	Code   int          `json:"code,omitempty"`
 }
 
 const maxSyncMsg = 4 << 20

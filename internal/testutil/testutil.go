@@ -75,14 +75,7 @@ func Binary(t testing.TB, name string) string {
 	if p, ok := built[name]; ok {
 		return p
 	}
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "lamina-testbin-")
-		if err != nil {
-			t.Fatalf("temp dir for binaries: %v", err)
-		}
-		buildDir = d
-	}
-	p := filepath.Join(buildDir, name)
+	p := filepath.Join(binDir(t), name)
 	cmd := exec.Command("go", "build", "-o", p, "./cmd/"+name)
 	cmd.Dir = ModuleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -90,6 +83,59 @@ func Binary(t testing.TB, name string) string {
 	}
 	built[name] = p
 	return p
+}
+
+// StaticBinary builds src, a main package that uses only the standard
+// library, as a static binary (CGO_ENABLED=0) and returns its path, once
+// per test process for each name. Tests bind or copy it into a container
+// for what busybox has no applet for (ptrace, say); the fixture is built
+// from source, never checked in.
+func StaticBinary(t testing.TB, name, src string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := "static:" + name
+	if p, ok := built[key]; ok {
+		return p
+	}
+	dir := filepath.Join(binDir(t), "src-"+name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("static binary %s: %v", name, err)
+	}
+	files := map[string]string{"go.mod": "module " + name + "\n\ngo 1.22\n", "main.go": src}
+	for f, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o644); err != nil {
+			t.Fatalf("static binary %s: %v", name, err)
+		}
+	}
+	p := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", p, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build static %s: %v\n%s", name, err, out)
+	}
+	built[key] = p
+	return p
+}
+
+// binDir is the directory the binaries are built in, one per test process.
+//
+// Preconditions: buildMu is held.
+func binDir(t testing.TB) string {
+	t.Helper()
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "lamina-testbin-")
+		if err != nil {
+			t.Fatalf("temp dir for binaries: %v", err)
+		}
+		// Containers run the helpers as any user.
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatalf("temp dir for binaries: %v", err)
+		}
+		buildDir = d
+	}
+	return buildDir
 }
 
 // Lamina runs the lamina binary against the store at root with stdin and

@@ -1,0 +1,109 @@
+package runtime
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	libseccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// Compiling docker's default profile with libseccomp (three architectures)
+// costs a fresh process about 15 ms, more than any other step of a
+// container's start, and every container with the same profile gets the
+// same program. So the program is compiled
+// once and kept in the store, at containers/.seccomp/<key>, where key is a
+// digest of everything the program depends on: the profile, the
+// architecture, libseccomp's version (its generator) and the kernel's
+// release (libseccomp adapts to the kernel's API level).
+//
+// A cache file is the program's sha256 followed by the program. It is
+// written to a temporary name and renamed, without fsync: a crash can at
+// worst leave a torn or empty file, which fails the checksum and is
+// compiled again. No user data is at stake, only the compile's time. The
+// cache is trusted as config.json is: whoever can write into the store can
+// as well rewrite a container's profile.
+
+// seccompCacheFormat changes when the file format or the key's inputs do.
+const seccompCacheFormat = "lamina-seccomp-bpf-1"
+
+// seccompFilter returns the compiled program for sc, from the cache in dir
+// when a previous start compiled the same profile, else compiled now and
+// put there. nil for no profile. A cache that cannot be read or written is
+// no error: the program is compiled instead.
+func seccompFilter(dir string, sc *specs.LinuxSeccomp) ([]byte, error) {
+	if sc == nil {
+		return nil, nil
+	}
+	key, err := seccompKey(sc)
+	if err != nil {
+		return compileSeccomp(sc)
+	}
+	path := filepath.Join(dir, key)
+	if prog, ok := readCachedFilter(path); ok {
+		return prog, nil
+	}
+	prog, err := compileSeccomp(sc)
+	if err != nil {
+		return nil, err
+	}
+	writeCachedFilter(dir, path, prog)
+	return prog, nil
+}
+
+func seccompKey(sc *specs.LinuxSeccomp) (string, error) {
+	profile, err := json.Marshal(sc)
+	if err != nil {
+		return "", err
+	}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "", err
+	}
+	major, minor, micro := libseccomp.GetLibraryVersion()
+	h := sha256.New()
+	for _, part := range []string{
+		seccompCacheFormat, goruntime.GOARCH, unix.ByteSliceToString(u.Release[:]),
+		strconv.FormatUint(uint64(major), 10) + "." + strconv.FormatUint(uint64(minor), 10) + "." + strconv.FormatUint(uint64(micro), 10),
+	} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	h.Write(profile)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func readCachedFilter(path string) ([]byte, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < sha256.Size {
+		return nil, false
+	}
+	sum, prog := b[:sha256.Size], b[sha256.Size:]
+	if got := sha256.Sum256(prog); !bytes.Equal(got[:], sum) || checkFilter(prog) != nil {
+		return nil, false
+	}
+	return prog, true
+}
+
+func writeCachedFilter(dir, path string, prog []byte) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return
+	}
+	sum := sha256.Sum256(prog)
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, append(sum[:], prog...), 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+	}
+}

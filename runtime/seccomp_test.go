@@ -1,0 +1,68 @@
+package runtime
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestSeccompFilterCache checks that a cached program is the compiled one,
+// and that a torn or foreign cache file is compiled again, not loaded.
+func TestSeccompFilterCache(t *testing.T) {
+	spec, err := NewSpec("x", "/", Options{Args: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := spec.Linux.Seccomp
+	want, err := compileSeccomp(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), ".seccomp")
+	key, err := seccompKey(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, key)
+	check := func(what string) {
+		t.Helper()
+		got, err := seccompFilter(dir, sc)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: got a %d-byte program, want the compiled %d bytes", what, len(got), len(want))
+		}
+		if cached, ok := readCachedFilter(path); !ok || !bytes.Equal(cached, want) {
+			t.Fatalf("%s: the cache does not hold the compiled program", what)
+		}
+	}
+	check("first start")
+	check("cached")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string][]byte{
+		"empty":       nil,
+		"torn":        b[:len(b)-5],
+		"bit flipped": append(append([]byte(nil), b[:40]...), append([]byte{b[40] ^ 1}, b[41:]...)...),
+	} {
+		if err := os.WriteFile(path, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		check(name)
+	}
+	// Another profile has another key.
+	other, err := NewSpec("x", "/", Options{Args: []string{"true"}, Seccomp: `{"defaultAction":"SCMP_ACT_ALLOW"}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := seccompKey(other.Linux.Seccomp); k == key {
+		t.Fatal("two profiles share a cache key")
+	}
+	if none, err := seccompFilter(dir, nil); none != nil || err != nil {
+		t.Fatalf("no profile: got %d bytes, %v", len(none), err)
+	}
+}

@@ -1,0 +1,181 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// A monitor is started in two steps, so that its process start (the Go
+// runtime, the binary's packages: the larger part of a monitor's cost)
+// overlaps the CLI's creation of the container:
+//
+//	Prepare  spawns `lamina __monitor --root ROOT [--attach]`, detached in
+//	         its own session so that the container outlives the CLI;
+//	Start    writes the container's ID to the monitor's fd 4 and waits for
+//	         its report on fd 3: the container runs, or why not.
+//
+// With --attach, fd 5 is the CLI's attach connection, a socketpair: the
+// monitor starts the command once it has read the client's hello, so the
+// client misses no output and no round trip through the attach socket
+// delays the start. A monitor that reads EOF instead of an ID exits.
+
+// startReport is what a monitor tells the CLI that started it: nothing
+// when the container runs (or waits for its attach), else why not.
+type startReport struct {
+	Error string `json:",omitempty"`
+	Code  int    `json:",omitempty"`
+}
+
+// Pending is a monitor spawned for a container that is being created.
+// It must be started or aborted.
+type Pending struct {
+	cmd    *exec.Cmd
+	report *os.File      // the report pipe's read end
+	id     *os.File      // the ID pipe's write end
+	conn   *net.UnixConn // the attach connection, nil when detached
+}
+
+// Prepare spawns a monitor for a container still to be created; attach
+// makes it wait for a client attached from the start (Pending.Start's
+// AttachOptions).
+func (s *Store) Prepare(attach bool) (*Pending, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	var files []*os.File // the monitor's ends, closed here once it has them
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	p := &Pending{}
+	var reportW, idR *os.File
+	if p.report, reportW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	files = append(files, reportW)
+	if idR, p.id, err = os.Pipe(); err != nil {
+		p.report.Close()
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	files = append(files, idR)
+	args := []string{MonitorCommand, "--root", s.Root()}
+	if attach {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("start: %w", err)
+		}
+		ours := os.NewFile(uintptr(fds[0]), "attach")
+		files = append(files, os.NewFile(uintptr(fds[1]), "attach-monitor"))
+		conn, err := net.FileConn(ours)
+		ours.Close()
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("start: %w", err)
+		}
+		p.conn = conn.(*net.UnixConn)
+		args = append(args, "--attach")
+	}
+	// Until it knows its container, the monitor has nowhere to log:
+	// stdout and stderr are /dev/null, then monitor.log.
+	p.cmd = exec.Command(exe, args...)
+	p.cmd.ExtraFiles = files
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := p.cmd.Start(); err != nil {
+		p.close()
+		return nil, fmt.Errorf("start monitor: %w", err)
+	}
+	return p, nil
+}
+
+func (p *Pending) close() {
+	p.report.Close()
+	p.id.Close()
+	if p.conn != nil {
+		p.conn.Close()
+	}
+}
+
+// Abort ends p's monitor, which never gets a container, and reaps it.
+func (p *Pending) Abort() {
+	p.close()
+	_ = p.cmd.Wait()
+}
+
+// Start hands c to p's monitor and returns once the container runs. For a
+// Prepare(true) monitor the attachment serves o's streams; else it is nil.
+func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
+	defer p.report.Close()
+	// The hello goes first: the monitor then never waits for it.
+	var a *Attachment
+	var err error
+	if p.conn != nil {
+		if a, err = newAttachment(p.conn, o); err != nil {
+			p.Abort()
+			return nil, err
+		}
+	}
+	// What a previous start logged would be mistaken for this one's.
+	_ = os.Remove(c.File("monitor.log"))
+	_, err = p.id.WriteString(c.ID)
+	p.id.Close()
+	if err != nil {
+		p.Abort()
+		if a != nil {
+			<-a.done
+		}
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	out, _ := bufio.NewReader(p.report).ReadBytes('\n')
+	if len(bytes.TrimSpace(out)) == 0 {
+		// The monitor died before it could report.
+		_ = p.cmd.Wait()
+		if a != nil {
+			a.conn.Close()
+			<-a.done
+		}
+		msg, _ := os.ReadFile(c.File("monitor.log"))
+		return nil, fmt.Errorf("container monitor failed: %s", strings.TrimSpace(string(msg)))
+	}
+	// The monitor lives on; it is reparented when this process exits.
+	go func() { _ = p.cmd.Wait() }()
+	var rep startReport
+	if json.Unmarshal(out, &rep) != nil {
+		err = fmt.Errorf("container monitor: bad report %q", out)
+	} else if rep.Error != "" {
+		err = errors.New(rep.Error)
+		if rep.Code == ExitNotFound || rep.Code == ExitCannotExecute {
+			err = &ExecError{Code: rep.Code, Msg: rep.Error}
+		}
+	}
+	if err != nil {
+		if a != nil {
+			a.conn.Close()
+			<-a.done
+		}
+		return nil, err
+	}
+	return a, nil
+}
+
+// Start starts c's monitor and returns once the container runs.
+func (s *Store) Start(c *Container) error {
+	p, err := s.Prepare(false)
+	if err != nil {
+		return err
+	}
+	_, err = p.Start(c, AttachOptions{})
+	return err
+}
