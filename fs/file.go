@@ -79,16 +79,6 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	return gofs.ToErrno(unix.Close(f.fd))
 }
 
-// openFd returns the descriptor of one of n's open files.
-func (n *node) openFd() (int, bool) {
-	n.openMu.Lock()
-	defer n.openMu.Unlock()
-	for f := range n.open {
-		return f.fd, true
-	}
-	return 0, false
-}
-
 // withUpperFd runs fn with a descriptor of n's upper file, fh's if it
 // is one, else any open one, and reports whether there was one. Changes
 // and stats through it need no path walk, and still reach the file once
@@ -285,24 +275,15 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if n.withUpperFd(fh, func(fd int) { errno = u.setattrFd(n, fd, in, out) }) {
 		return errno
 	}
+	// By path, not following a final symlink. A file with no name left
+	// and no upper descriptor open has nothing to change here: any
+	// descriptor of it still open is of a lower layer, which must not
+	// change.
 	p := u.upperPath(n.rel())
-	// By path, not following a final symlink; or, for an open file whose
-	// names are all gone, through one of its descriptors (the kernel does
-	// not always pass the handle of fchmod and the like).
-	nofollow := unix.AT_SYMLINK_NOFOLLOW
+	const nofollow = unix.AT_SYMLINK_NOFOLLOW
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
-		fd, ok := fdOf(fh)
-		if !ok {
-			fd, ok = n.openFd()
-		}
-		if !ok {
-			return gofs.ToErrno(err)
-		}
-		p, nofollow = procFd(fd), 0
-		if err := unix.Stat(p, &st); err != nil {
-			return gofs.ToErrno(err)
-		}
+		return gofs.ToErrno(err)
 	}
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
 	if m, ok := in.GetMode(); ok {

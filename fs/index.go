@@ -65,33 +65,36 @@ func (l *layerIndex) abs(rel string) string {
 // dir returns the listing of the directory rel, reading it on first use;
 // a second caller waits for the first one's reading.
 func (l *layerIndex) dir(rel string) *dirIndex {
-	l.mu.Lock()
-	d := l.dirs[rel]
-	if d == nil {
-		d = &dirIndex{ready: make(chan struct{})}
-		l.dirs[rel] = d
-		l.mu.Unlock()
+	d, mine := l.claim(rel)
+	if mine {
 		l.fill(d, rel, l.mayBlock)
 		close(d.ready)
-		return d
+	} else {
+		<-d.ready
 	}
-	l.mu.Unlock()
-	<-d.ready
 	return d
 }
 
-// dirAhead is dir for prefetch: it holds up no request.
+// dirAhead is dir for prefetch: it reads rel if nobody has started to,
+// and waits for nothing.
 func (l *layerIndex) dirAhead(rel string) {
+	if d, mine := l.claim(rel); mine {
+		l.fill(d, rel, nil)
+		close(d.ready)
+	}
+}
+
+// claim returns rel's listing, and whether the caller made it and must
+// fill it and close its ready channel.
+func (l *layerIndex) claim(rel string) (*dirIndex, bool) {
 	l.mu.Lock()
-	if l.dirs[rel] != nil {
-		l.mu.Unlock()
-		return
+	defer l.mu.Unlock()
+	if d := l.dirs[rel]; d != nil {
+		return d, false
 	}
 	d := &dirIndex{ready: make(chan struct{})}
 	l.dirs[rel] = d
-	l.mu.Unlock()
-	l.fill(d, rel, nil)
-	close(d.ready)
+	return d, true
 }
 
 // prefetch reads the listings of the directories rels of this layer that
