@@ -4,19 +4,54 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Docker's reference grammar (distribution/reference), reduced to what a
 // local store needs: [domain[:port]/]path[:tag]. Names are kept in their
 // familiar form ("busybox", not "docker.io/library/busybox").
-var (
-	nameComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-	domainPart    = `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])`
-	domain        = domainPart + `(?:\.` + domainPart + `)*(?::[0-9]+)?`
-	nameRE        = regexp.MustCompile(`^(?:` + domain + `/)?` + nameComponent + `(?:/` + nameComponent + `)*$`)
-	tagRE         = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
-	hexRE         = regexp.MustCompile(`^[a-f0-9]{64}$`)
-)
+//
+// The name pattern is compiled on first use: every lamina process links
+// this package, and most (a container's monitor and init) never parse a
+// reference; compiling it at package initialisation cost each of them
+// about a millisecond of start-up.
+var nameRE = sync.OnceValue(func() *regexp.Regexp {
+	const (
+		nameComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+		domainPart    = `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])`
+		domain        = domainPart + `(?:\.` + domainPart + `)*(?::[0-9]+)?`
+	)
+	return regexp.MustCompile(`^(?:` + domain + `/)?` + nameComponent + `(?:/` + nameComponent + `)*$`)
+})
+
+// validTag reports whether s matches docker's tag grammar,
+// [\w][\w.-]{0,127}.
+func validTag(s string) bool {
+	if len(s) == 0 || len(s) > 128 || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// isHexID reports whether s is 64 lowercase hex digits: an image ID,
+// which docker refuses as a repository name.
+func isHexID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // DefaultTag is the tag a reference without one gets.
 const DefaultTag = "latest"
@@ -43,16 +78,16 @@ func ParseReference(s string) (Reference, error) {
 	if len(s) > 255 {
 		return Reference{}, fmt.Errorf("invalid reference format: repository name must not be more than 255 characters")
 	}
-	if !nameRE.MatchString(name) {
-		if strings.ToLower(name) != name && nameRE.MatchString(strings.ToLower(name)) {
+	if !nameRE().MatchString(name) {
+		if strings.ToLower(name) != name && nameRE().MatchString(strings.ToLower(name)) {
 			return Reference{}, fmt.Errorf("invalid reference format: repository name (%s) must be lowercase", name)
 		}
 		return Reference{}, fmt.Errorf("invalid reference format: %q", s)
 	}
-	if !tagRE.MatchString(tag) {
+	if !validTag(tag) {
 		return Reference{}, fmt.Errorf("invalid reference format: invalid tag in %q", s)
 	}
-	if hexRE.MatchString(name) {
+	if isHexID(name) {
 		return Reference{}, fmt.Errorf("invalid repository name (%s), cannot specify 64-byte hexadecimal strings", name)
 	}
 	name = strings.TrimPrefix(name, "docker.io/")

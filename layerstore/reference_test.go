@@ -1,6 +1,10 @@
 package layerstore
 
-import "testing"
+import (
+	"regexp"
+	"strings"
+	"testing"
+)
 
 func TestParseReference(t *testing.T) {
 	cases := []struct {
@@ -43,6 +47,24 @@ func TestApplyChangesErrors(t *testing.T) {
 		var cfg = Image{}.Config.Config
 		if err := ApplyChanges(&cfg, []string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The hand-written checks must accept exactly what docker's patterns do.
+func TestTagAndHexMatchPatterns(t *testing.T) {
+	tagRE := regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+	hexRE := regexp.MustCompile(`^[a-f0-9]{64}$`)
+	hex := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, s := range []string{
+		"", "a", "_", ".", "-", "a.", "a-b_c.D9", "v1.2.3", ".a", "-a", "a b", "a:b", "é",
+		strings.Repeat("a", 128), strings.Repeat("a", 129), hex, strings.ToUpper(hex), hex[:63], hex + "0", hex[:63] + "g",
+	} {
+		if got, want := validTag(s), tagRE.MatchString(s); got != want {
+			t.Errorf("validTag(%q) = %v; the pattern says %v", s, got, want)
+		}
+		if got, want := isHexID(s), hexRE.MatchString(s); got != want {
+			t.Errorf("isHexID(%q) = %v; the pattern says %v", s, got, want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -160,8 +161,20 @@ func TestMergeEnv(t *testing.T) {
 func TestGenerateName(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		n := GenerateName(false)
-		if !validName.MatchString(n) || !strings.Contains(n, "_") || n == "boring_wozniak" {
+		if !validName(n) || !strings.Contains(n, "_") || n == "boring_wozniak" {
 			t.Fatalf("bad name %q", n)
+		}
+	}
+}
+
+// validName must accept exactly what docker's name pattern does.
+func TestValidNameMatchesPattern(t *testing.T) {
+	re := regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+	for _, s := range []string{
+		"", "/", "a", "/a", "ab", "/ab", "a_b", "a.b-c", "_ab", ".ab", "-ab", "//ab", "a/b", "a b", "9x", "élan", "ab/",
+	} {
+		if got, want := validName(s), re.MatchString(s); got != want {
+			t.Errorf("validName(%q) = %v; the pattern says %v", s, got, want)
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -155,7 +154,23 @@ func NewID() string {
 	}
 }
 
-var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+// validName reports whether s is a container name docker accepts,
+// /?[a-zA-Z0-9][a-zA-Z0-9_.-]+ (a function, not a regexp: compiling one
+// at package initialisation slowed every lamina process's start).
+func validName(s string) bool {
+	s = strings.TrimPrefix(s, "/")
+	if len(s) < 2 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // isID reports whether id is a full container ID: 64 lowercase hex digits.
 func isID(id string) bool {
@@ -220,7 +235,7 @@ func (s *Store) Create(c *Container) error {
 		}
 	} else {
 		c.Name = strings.TrimPrefix(c.Name, "/")
-		if !validName.MatchString(c.Name) {
+		if !validName(c.Name) {
 			return fmt.Errorf("invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", c.Name)
 		}
 		if id, ok := taken[c.Name]; ok {
@@ -395,7 +410,7 @@ func (s *Store) Rename(c *Container, name string) error {
 	}
 	defer unlock()
 	name = strings.TrimPrefix(name, "/")
-	if !validName.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
 	}
 	all, err := s.List()
