@@ -110,17 +110,17 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 		return 125, fmt.Errorf("exec: %w", err)
 	}
 	child.Close()
-	if err := sendSync(parent, syncMsg{Type: "exec", Exec: req}, -1); err != nil {
+	if err := sendSync(parent, syncMsg{Type: "exec", Exec: req}); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return 125, err
 	}
-	m, f, rerr := recvSync(parent)
+	m, fs, rerr := recvSync(parent)
 	if rerr == nil && m.Type == "pty" {
-		if o.OnPty != nil && f != nil {
-			o.OnPty(f)
-		} else if f != nil {
-			f.Close()
+		if o.OnPty != nil && len(fs) == 1 {
+			o.OnPty(fs[0])
+		} else {
+			closeFiles(fs)
 		}
 		m, _, rerr = recvSync(parent)
 	}
@@ -177,7 +177,7 @@ func ExecInit() error {
 	}
 	req := m.Exec
 	fail := func(code int, err error) error {
-		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code}, -1)
+		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code})
 		os.Exit(code)
 		return err
 	}

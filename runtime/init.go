@@ -37,16 +37,21 @@ func Init() error {
 	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
 	unix.Umask(0o022)
 	sock := os.NewFile(3, "sync")
-	msg, _, err := recvSync(sock)
+	msg, stdio, err := recvSync(sock)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	if msg.Type != "bootstrap" || msg.Spec == nil {
+		closeFiles(stdio)
 		return fmt.Errorf("init: expected bootstrap, got %q", msg.Type)
+	}
+	// An init spawned ahead of its container gets its stdio now.
+	if err := takeStdio(stdio); err != nil {
+		return fmt.Errorf("init: %w", err)
 	}
 	spec := msg.Spec
 	fail := func(code int, err error) error {
-		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code}, -1)
+		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code})
 		os.Exit(code)
 		return err
 	}
@@ -61,7 +66,7 @@ func Init() error {
 		}
 		return fail(125, err)
 	}
-	if err := sendSync(sock, syncMsg{Type: "ready"}, -1); err != nil {
+	if err := sendSync(sock, syncMsg{Type: "ready"}); err != nil {
 		os.Exit(125)
 	}
 	m, _, err := recvSync(sock)
@@ -71,6 +76,23 @@ func Init() error {
 	}
 	code, err := execProcess(spec.Process, user, path, msg.Filter, true)
 	return fail(code, err)
+}
+
+// takeStdio makes files, when there are any, fds 0-2.
+func takeStdio(files []*os.File) error {
+	defer closeFiles(files)
+	if len(files) == 0 {
+		return nil
+	}
+	if len(files) != 3 {
+		return fmt.Errorf("bootstrap came with %d descriptors, not stdio's 3", len(files))
+	}
+	for i, f := range files {
+		if err := unix.Dup3(int(f.Fd()), i, 0); err != nil {
+			return fmt.Errorf("stdio: %w", err)
+		}
+	}
+	return nil
 }
 
 func hasNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {

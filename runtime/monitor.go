@@ -34,69 +34,106 @@ type monitor struct {
 	// for a detached start); the command waits for its hello.
 	client *os.File
 
-	hub      hub
-	stdin    stdinSink
-	pty      *os.File
-	init     *InitProcess
+	hub   hub
+	stdin stdinSink
+	pty   *os.File
+	init  *InitProcess
+	// ahead is an init spawned before the container was known, until
+	// takeInit takes it (nil then, or when none could be spawned).
+	ahead    *InitProcess
 	attached chan struct{} // closed by the first client to attach
 	once     sync.Once
 }
 
-// RunMonitor is the monitor's body, `lamina __monitor ARGS` with the
-// arguments Prepare gives it and its fds (see start.go): it waits for its
-// container's ID, then runs the container. onExit runs after the container
+// RunMonitor is the monitor's body, `lamina __monitor` with the fds
+// Prepare gives it (see start.go): it waits for its orders, then runs the
+// container. onExit runs after the container
 // has stopped and been unmounted, and before attached clients hear the exit
 // status (the CLI's --rm hooks in there).
 func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	// The fds came in without close-on-exec: no child of the monitor may
 	// hold them, or the CLI never sees EOF.
-	report, idPipe := os.NewFile(3, "report"), os.NewFile(4, "id")
+	report, idPipe := os.NewFile(3, "report"), os.NewFile(4, "orders")
 	unix.CloseOnExec(3)
 	unix.CloseOnExec(4)
-	var root string
-	var client *os.File
-	for i := 0; i < len(args); i++ {
-		switch {
-		case args[i] == "--root" && i+1 < len(args):
-			i++
-			root = args[i]
-		case args[i] == "--attach":
-			client = os.NewFile(5, "attach")
-			unix.CloseOnExec(5)
-		default:
-			return fmt.Errorf("monitor: bad argument %q", args[i])
+	unix.CloseOnExec(5)
+	if len(args) != 0 {
+		return fmt.Errorf("monitor: unexpected arguments %q", args)
+	}
+	// While the CLI creates the container, the container's init starts in
+	// docker's default namespaces; a container with others gets a new
+	// one (monitor.takeInit). Failing here only costs that head start.
+	ahead, _ := spawnInitAhead()
+	discard := func() {
+		if ahead != nil {
+			ahead.Kill()
+			_, _ = ahead.Wait()
 		}
 	}
 	b, err := io.ReadAll(idPipe)
 	idPipe.Close()
 	if err != nil || len(b) == 0 {
+		unix.Close(5)
+		discard()
 		return nil // the CLI gave up before it had a container
 	}
-	id := string(b)
-	if !isID(id) || root == "" {
-		return fmt.Errorf("monitor: bad container %q or root %q", id, root)
+	var o monitorOrders
+	if err := json.Unmarshal(b, &o); err != nil || !isID(o.ID) || o.Root == "" {
+		unix.Close(5)
+		discard()
+		return fmt.Errorf("monitor: bad orders %q", b)
 	}
+	var client *os.File
+	if o.Attach {
+		client = os.NewFile(5, "attach")
+	} else {
+		unix.Close(5) // a prespawned monitor's unused attach end
+	}
+	id, root := o.ID, o.Root
 	s, err := OpenStore(root)
 	if err != nil {
+		discard()
 		return err
 	}
 	// From here on, what the monitor has to say goes to monitor.log, which
 	// the CLI shows when the monitor dies before it reports.
 	logf, err := os.OpenFile(filepath.Join(s.dir, id, "monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
+		discard()
 		return err
 	}
 	for _, fd := range []int{1, 2} {
 		if err := unix.Dup3(int(logf.Fd()), fd, 0); err != nil {
 			logf.Close()
+			discard()
 			return fmt.Errorf("monitor log: %w", err)
 		}
 	}
 	logf.Close()
-	m := &monitor{s: s, report: report, client: client, attached: make(chan struct{})}
+	m := &monitor{s: s, report: report, client: client, ahead: ahead, attached: make(chan struct{})}
 	err = m.run(id, onExit)
+	if m.ahead != nil {
+		discard() // never taken: the container failed before its start
+	}
 	m.sendReport(err)
 	return err
+}
+
+// takeInit returns the init spawned ahead when it suits spec, with stdio
+// to be handed over at bootstrap; else it discards it and spawns one. Either
+// way stdio is the init's, not the caller's, to close.
+func (m *monitor) takeInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) {
+	if ip := m.ahead; ip != nil {
+		m.ahead = nil
+		if ip.adopt(spec, stdio) {
+			return ip, nil
+		}
+		ip.Kill()
+		_, _ = ip.Wait()
+	}
+	ip, err := spawnInit(spec, stdio)
+	closeChildEnds(stdio)
+	return ip, err
 }
 
 func (m *monitor) sendReport(err error) {
@@ -147,8 +184,7 @@ func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error 
 	// Init is spawned first: its runtime starts while this process
 	// prepares the spec, mounts the root filesystem and makes the cgroups;
 	// it waits for bootstrap.
-	ip, err := spawnInit(c.Spec, stdio)
-	closeChildEnds(stdio)
+	ip, err := m.takeInit(c.Spec, stdio)
 	if err != nil {
 		m.recordNotStarted(err)
 		return err

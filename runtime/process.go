@@ -21,6 +21,10 @@ type InitProcess struct {
 	Pty       *os.File
 	cg        *Cgroup
 	resources *specs.LinuxResources
+	// flags are the namespaces of an init spawned ahead; stdio is what
+	// bootstrap hands it for its fds 0-2 (and then closes).
+	flags uintptr
+	stdio *Stdio
 }
 
 // Stdio is what the container's fds 0-2 are, when it has no terminal.
@@ -66,24 +70,71 @@ func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) 
 	return p, nil
 }
 
+// cloneFlags are the namespaces init is spawned into for spec.
+func cloneFlags(spec *specs.Spec) (uintptr, error) {
+	var flags uintptr
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path != "" {
+			return 0, fmt.Errorf("joining namespace %s by path is not supported", ns.Type)
+		}
+		flags |= nsFlags[ns.Type]
+	}
+	return flags, nil
+}
+
+// aheadFlags are the namespaces of an init spawned ahead of its spec
+// (spawnInitAhead): docker's default, which almost every container has.
+const aheadFlags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET
+
 // spawnInit starts the container's init in the spec's new namespaces, from
 // the sealed binary; it then waits for bootstrap. Its mount and cgroup
 // namespaces are unshared by init itself on bootstrap, so that init can be
 // spawned (and its runtime start) while the monitor still mounts the root
 // filesystem, and the mount is there when init copies the mount table.
 func spawnInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) {
+	flags, err := cloneFlags(spec)
+	if err != nil {
+		return nil, err
+	}
+	return spawn(flags, stdio)
+}
+
+// spawnInitAhead starts an init before its container is known, in the
+// namespaces of aheadFlags and with /dev/null as stdio, so that its
+// process start overlaps the CLI's creation of the container; adopt then
+// takes it for a spec with those namespaces, and bootstrap hands it the
+// real stdio.
+func spawnInitAhead() (*InitProcess, error) {
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("start init: %w", err)
+	}
+	defer devnull.Close()
+	p, err := spawn(aheadFlags, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull})
+	if err != nil {
+		return nil, err
+	}
+	p.flags = aheadFlags
+	return p, nil
+}
+
+// adopt reports whether p, spawned ahead, suits spec; if so, bootstrap
+// gives it stdio, which the caller must not close before then.
+func (p *InitProcess) adopt(spec *specs.Spec, stdio Stdio) bool {
+	flags, err := cloneFlags(spec)
+	if err != nil || flags != p.flags {
+		return false
+	}
+	p.stdio = &stdio
+	return true
+}
+
+func spawn(flags uintptr, stdio Stdio) (*InitProcess, error) {
 	exe, err := sealedExe()
 	if err != nil {
 		return nil, err
 	}
 	defer exe.Close()
-	var flags uintptr
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Path != "" {
-			return nil, fmt.Errorf("joining namespace %s by path is not supported", ns.Type)
-		}
-		flags |= nsFlags[ns.Type]
-	}
 	parent, child, err := newSyncPair()
 	if err != nil {
 		return nil, err
@@ -140,11 +191,20 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 		s.Linux = &l
 		spec = &s
 	}
-	if err := sendSync(p.sock, syncMsg{Type: "bootstrap", Spec: spec, Filter: filter}, -1); err != nil {
+	var fds []int
+	if p.stdio != nil {
+		fds = []int{int(p.stdio.Stdin.Fd()), int(p.stdio.Stdout.Fd()), int(p.stdio.Stderr.Fd())}
+	}
+	err := sendSync(p.sock, syncMsg{Type: "bootstrap", Spec: spec, Filter: filter}, fds...)
+	if p.stdio != nil {
+		closeChildEnds(*p.stdio)
+		p.stdio = nil
+	}
+	if err != nil {
 		return err
 	}
 	for {
-		m, f, err := recvSync(p.sock)
+		m, fs, err := recvSync(p.sock)
 		if errors.Is(err, io.EOF) {
 			return errors.New("container init exited during setup")
 		}
@@ -153,7 +213,11 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 		}
 		switch m.Type {
 		case "pty":
-			p.Pty = f
+			if len(fs) != 1 {
+				closeFiles(fs)
+				return errors.New("container init: pty message without its master")
+			}
+			p.Pty = fs[0]
 		case "ready":
 			return nil
 		case "error":
@@ -179,7 +243,7 @@ func (p *InitProcess) Start() error {
 			return err
 		}
 	}
-	if err := sendSync(p.sock, syncMsg{Type: "start"}, -1); err != nil {
+	if err := sendSync(p.sock, syncMsg{Type: "start"}); err != nil {
 		return err
 	}
 	m, _, err := recvSync(p.sock)
@@ -206,6 +270,10 @@ func (p *InitProcess) Kill() { _ = p.cmd.Process.Kill() }
 func (p *InitProcess) Wait() (int, error) {
 	err := p.cmd.Wait()
 	p.sock.Close()
+	if p.stdio != nil { // adopted, never bootstrapped
+		closeChildEnds(*p.stdio)
+		p.stdio = nil
+	}
 	return ExitCode(p.cmd.ProcessState, err)
 }
 

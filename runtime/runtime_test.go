@@ -132,3 +132,55 @@ func TestRunTrue(t *testing.T) {
 		t.Fatalf("got %+v", r)
 	}
 }
+
+// An init spawned ahead of its container is taken only for a spec in its
+// namespaces, and then runs the command with the stdio bootstrap hands it.
+func TestInitSpawnedAhead(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	rootfs := sharedRootfs(t)
+	o := sh("echo out; echo err >&2; hostname; exit 5")
+	o.Network, o.Hostname = "none", "ahead"
+	spec, err := NewSpec("0123456789abcdef", rootfs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostSpec, err := NewSpec("0123456789abcdef", rootfs, Options{Args: o.Args, Network: "host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := spawnInitAhead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	devnull, _ := os.Open(os.DevNull)
+	stdio := Stdio{Stdin: devnull, Stdout: outW, Stderr: errW}
+	if p.adopt(hostSpec, stdio) {
+		p.Kill()
+		_, _ = p.Wait()
+		t.Fatal("an init in new network namespace was taken for --network host")
+	}
+	if !p.adopt(spec, stdio) {
+		p.Kill()
+		_, _ = p.Wait()
+		t.Fatal("the init spawned ahead was not taken for docker's default namespaces")
+	}
+	if err := p.bootstrap(spec, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var so, se bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = so.ReadFrom(outR) }()
+	go func() { defer wg.Done(); _, _ = se.ReadFrom(errR) }()
+	if err := p.Start(); err != nil {
+		_, _ = p.Wait()
+		t.Fatal(err)
+	}
+	code, err := p.Wait()
+	wg.Wait()
+	if err != nil || code != 5 || so.String() != "out\nahead\n" || se.String() != "err\n" {
+		t.Fatalf("exit %d (%v), stdout %q, stderr %q; want 5, \"out\\nahead\\n\", \"err\\n\"", code, err, so.String(), se.String())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/lamina-project/lamina/runtime/prespawn"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,15 +20,27 @@ import (
 // runtime, the binary's packages: the larger part of a monitor's cost)
 // overlaps the CLI's creation of the container:
 //
-//	Prepare  spawns `lamina __monitor --root ROOT [--attach]`, detached in
-//	         its own session so that the container outlives the CLI;
-//	Start    writes the container's ID to the monitor's fd 4 and waits for
+//	Prepare  spawns `lamina __monitor`, detached in its own session so
+//	         that the container outlives the CLI; for `lamina run` the
+//	         process was already started by package prespawn's
+//	         constructor, before the CLI's Go runtime, and Prepare takes
+//	         it over;
+//	Start    writes the monitor's orders (monitorOrders: the store, the
+//	         container's ID, attached or not) to its fd 4 and waits for
 //	         its report on fd 3: the container runs, or why not.
 //
-// With --attach, fd 5 is the CLI's attach connection, a socketpair: the
-// monitor starts the command once it has read the client's hello, so the
-// client misses no output and no round trip through the attach socket
-// delays the start. A monitor that reads EOF instead of an ID exits.
+// fd 5 is the monitor's end of the CLI's attach connection, a socketpair
+// (unused when detached): an attached monitor starts the command once it
+// has read the client's hello, so the client misses no output and no round
+// trip through the attach socket delays the start. A monitor that reads
+// EOF instead of its orders exits.
+
+// monitorOrders is what a prepared monitor is told to run.
+type monitorOrders struct {
+	Root   string // the lamina store root
+	ID     string // the container's full ID
+	Attach bool   // serve the attach connection on fd 5
+}
 
 // startReport is what a monitor tells the CLI that started it: nothing
 // when the container runs (or waits for its attach), else why not.
@@ -39,16 +52,20 @@ type startReport struct {
 // Pending is a monitor spawned for a container that is being created.
 // It must be started or aborted.
 type Pending struct {
-	cmd    *exec.Cmd
+	proc   *os.Process
+	root   string
 	report *os.File      // the report pipe's read end
-	id     *os.File      // the ID pipe's write end
+	id     *os.File      // the orders pipe's write end
 	conn   *net.UnixConn // the attach connection, nil when detached
 }
 
-// Prepare spawns a monitor for a container still to be created; attach
-// makes it wait for a client attached from the start (Pending.Start's
-// AttachOptions).
+// Prepare spawns a monitor for a container still to be created, or takes
+// over the one package prespawn started; attach makes it wait for a client
+// attached from the start (Pending.Start's AttachOptions).
 func (s *Store) Prepare(attach bool) (*Pending, error) {
+	if m, ok := prespawn.Take(); ok {
+		return s.adopt(m, attach)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("start: %w", err)
@@ -59,7 +76,7 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 			f.Close()
 		}
 	}()
-	p := &Pending{}
+	p := &Pending{root: s.Root()}
 	var reportW, idR *os.File
 	if p.report, reportW, err = os.Pipe(); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
@@ -70,34 +87,63 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 		return nil, fmt.Errorf("start: %w", err)
 	}
 	files = append(files, idR)
-	args := []string{MonitorCommand, "--root", s.Root()}
-	if attach {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			p.close()
-			return nil, fmt.Errorf("start: %w", err)
-		}
-		ours := os.NewFile(uintptr(fds[0]), "attach")
-		files = append(files, os.NewFile(uintptr(fds[1]), "attach-monitor"))
-		conn, err := net.FileConn(ours)
+	// fd 5 is always the monitor's end of a socketpair, as a prespawned
+	// monitor's is, so that it knows what fd 5 is when it is detached.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	files = append(files, os.NewFile(uintptr(fds[1]), "attach-monitor"))
+	ours := os.NewFile(uintptr(fds[0]), "attach")
+	if !attach {
 		ours.Close()
-		if err != nil {
-			p.close()
-			return nil, fmt.Errorf("start: %w", err)
-		}
-		p.conn = conn.(*net.UnixConn)
-		args = append(args, "--attach")
+	} else if p.conn, err = attachConn(ours); err != nil {
+		p.close()
+		return nil, err
 	}
 	// Until it knows its container, the monitor has nowhere to log:
 	// stdout and stderr are /dev/null, then monitor.log.
-	p.cmd = exec.Command(exe, args...)
-	p.cmd.ExtraFiles = files
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := p.cmd.Start(); err != nil {
+	cmd := exec.Command(exe, MonitorCommand)
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
 		p.close()
 		return nil, fmt.Errorf("start monitor: %w", err)
 	}
+	p.proc = cmd.Process
 	return p, nil
+}
+
+// adopt makes a Pending of the monitor package prespawn started.
+func (s *Store) adopt(m prespawn.Monitor, attach bool) (*Pending, error) {
+	p := &Pending{root: s.Root(), report: m.Report, id: m.ID}
+	proc, err := os.FindProcess(m.Pid)
+	if err != nil {
+		m.Attach.Close()
+		p.close()
+		return nil, fmt.Errorf("start monitor: %w", err)
+	}
+	p.proc = proc
+	if !attach {
+		m.Attach.Close()
+		return p, nil
+	}
+	if p.conn, err = attachConn(m.Attach); err != nil {
+		p.Abort()
+		return nil, err
+	}
+	return p, nil
+}
+
+// attachConn makes the CLI's end of the attach socketpair a connection.
+func attachConn(f *os.File) (*net.UnixConn, error) {
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	return conn.(*net.UnixConn), nil
 }
 
 func (p *Pending) close() {
@@ -111,7 +157,7 @@ func (p *Pending) close() {
 // Abort ends p's monitor, which never gets a container, and reaps it.
 func (p *Pending) Abort() {
 	p.close()
-	_ = p.cmd.Wait()
+	_, _ = p.proc.Wait()
 }
 
 // Start hands c to p's monitor and returns once the container runs. For a
@@ -129,7 +175,8 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 	}
 	// What a previous start logged would be mistaken for this one's.
 	_ = os.Remove(c.File("monitor.log"))
-	_, err = p.id.WriteString(c.ID)
+	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
+	_, err = p.id.Write(orders)
 	p.id.Close()
 	if err != nil {
 		p.Abort()
@@ -141,7 +188,7 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 	out, _ := bufio.NewReader(p.report).ReadBytes('\n')
 	if len(bytes.TrimSpace(out)) == 0 {
 		// The monitor died before it could report.
-		_ = p.cmd.Wait()
+		_, _ = p.proc.Wait()
 		if a != nil {
 			a.conn.Close()
 			<-a.done
@@ -150,7 +197,7 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 		return nil, fmt.Errorf("container monitor failed: %s", strings.TrimSpace(string(msg)))
 	}
 	// The monitor lives on; it is reparented when this process exits.
-	go func() { _ = p.cmd.Wait() }()
+	go func() { _, _ = p.proc.Wait() }()
 	var rep startReport
 	if json.Unmarshal(out, &rep) != nil {
 		err = fmt.Errorf("container monitor: bad report %q", out)

@@ -12,9 +12,11 @@ import (
 )
 
 // The monitor and init talk over a SOCK_SEQPACKET socketpair: one JSON
-// message per packet, file descriptors (the pty master) as SCM_RIGHTS.
+// message per packet, file descriptors (stdio, the pty master) as
+// SCM_RIGHTS.
 //
-//	monitor → init   bootstrap   (spec, compiled seccomp filter)
+//	monitor → init   bootstrap   (spec, compiled seccomp filter; for an
+//	                              init spawned ahead, its stdio fds)
 //	init → monitor   pty         (with the master fd, when Terminal)
 //	init → monitor   ready       (root filesystem built, command found)
 //	monitor → init   start
@@ -41,14 +43,18 @@ func newSyncPair() (parent, child *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-child"), nil
 }
 
-func sendSync(f *os.File, m syncMsg, fd int) error {
+// maxSyncFds is the most descriptors one message carries (stdio).
+const maxSyncFds = 3
+
+// sendSync sends m with fds (at most maxSyncFds).
+func sendSync(f *os.File, m syncMsg, fds ...int) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	var oob []byte
-	if fd >= 0 {
-		oob = unix.UnixRights(fd)
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
 	}
 	if err := unix.Sendmsg(int(f.Fd()), b, oob, nil, 0); err != nil {
 		return fmt.Errorf("sync send %s: %w", m.Type, err)
@@ -56,10 +62,11 @@ func sendSync(f *os.File, m syncMsg, fd int) error {
 	return nil
 }
 
-// recvSync reads one message; io.EOF when the peer closed its end (for
-// init's socket, that is a successful execve).
-func recvSync(f *os.File) (syncMsg, *os.File, error) {
-	oob := make([]byte, unix.CmsgSpace(4))
+// recvSync reads one message and the descriptors that came with it; io.EOF
+// when the peer closed its end (for init's socket, that is a successful
+// execve).
+func recvSync(f *os.File) (syncMsg, []*os.File, error) {
+	oob := make([]byte, unix.CmsgSpace(4*maxSyncFds))
 	var m syncMsg
 	for {
 		// Peek at the packet's length first: a bootstrap with docker's
@@ -85,18 +92,26 @@ func recvSync(f *os.File) (syncMsg, *os.File, error) {
 		if n == 0 {
 			return m, nil, io.EOF
 		}
-		var file *os.File
+		var files []*os.File
 		if oobn > 0 {
 			cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 			if err == nil && len(cmsgs) > 0 {
-				if fds, err := unix.ParseUnixRights(&cmsgs[0]); err == nil && len(fds) > 0 {
-					file = os.NewFile(uintptr(fds[0]), "pty-master")
+				fds, _ := unix.ParseUnixRights(&cmsgs[0])
+				for _, fd := range fds {
+					files = append(files, os.NewFile(uintptr(fd), "sync-fd"))
 				}
 			}
 		}
 		if err := json.Unmarshal(buf[:n], &m); err != nil {
-			return m, file, fmt.Errorf("sync: bad message: %w", err)
+			closeFiles(files)
+			return m, nil, fmt.Errorf("sync: bad message: %w", err)
 		}
-		return m, file, nil
+		return m, files, nil
+	}
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
 	}
 }
