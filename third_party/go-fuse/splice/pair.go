@@ -28,11 +28,11 @@ func (p *Pair) Grow(n int) error {
 	if n <= p.size {
 		return nil
 	}
-	if !resizable {
+	if !Resizable() {
 		return fmt.Errorf("splice: want %d bytes, but not resizable", n)
 	}
-	if n > maxPipeSize {
-		return fmt.Errorf("splice: want %d bytes, max pipe size %d", n, maxPipeSize)
+	if max := MaxPipeSize(); n > max {
+		return fmt.Errorf("splice: want %d bytes, max pipe size %d", n, max)
 	}
 
 	var newsize int

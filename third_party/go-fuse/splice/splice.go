@@ -16,28 +16,10 @@ import (
 	"syscall"
 )
 
-var maxPipeSize int
-var resizable bool
-
-func Resizable() bool {
-	return resizable
-}
-
-func MaxPipeSize() int {
-	return maxPipeSize
-}
-
-// From manpage on ubuntu Lucid:
-//
-// Since Linux 2.6.11, the pipe capacity is 65536 bytes.
-const DefaultPipeSize = 16 * 4096
-
-var (
-	devNullFDOnce  sync.Once
-	devNullFDValue int
-)
-
-func init() {
+// The pipe limits are probed on first use rather than at package
+// initialisation (LAMINA.md): every process that links the package paid
+// for the probe (a /proc read and a pipe) at start-up, used or not.
+var probe = sync.OnceValues(func() (maxPipeSize int, resizable bool) {
 	content, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
 	if err != nil {
 		maxPipeSize = DefaultPipeSize
@@ -55,7 +37,28 @@ func init() {
 	resizable = resizable && (errNo == 0)
 	r.Close()
 	w.Close()
+	return maxPipeSize, resizable
+})
+
+func Resizable() bool {
+	_, r := probe()
+	return r
 }
+
+func MaxPipeSize() int {
+	m, _ := probe()
+	return m
+}
+
+// From manpage on ubuntu Lucid:
+//
+// Since Linux 2.6.11, the pipe capacity is 65536 bytes.
+const DefaultPipeSize = 16 * 4096
+
+var (
+	devNullFDOnce  sync.Once
+	devNullFDValue int
+)
 
 // We empty pipes by splicing to /dev/null.
 func devNullFD() int {
