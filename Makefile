@@ -25,12 +25,16 @@ deps:
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(GO) mod download
 
+# lamina-init (a container's init) is static and without cgo: it starts on
+# the path of every lamina run. lamina runs it from its own directory.
 build:
 	$(GO) build -o $(BIN)/lamina ./cmd/lamina
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/lamina-init ./cmd/lamina-init
 	$(GO) build -o $(BIN)/laminafs ./cmd/laminafs
 
 install: deps build
 	install -m 0755 $(BIN)/lamina $(PREFIX)/bin/lamina
+	install -m 0755 $(BIN)/lamina-init $(PREFIX)/bin/lamina-init
 	install -m 0755 $(BIN)/laminafs $(PREFIX)/bin/laminafs
 
 test: deps build

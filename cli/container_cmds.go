@@ -15,6 +15,7 @@ import (
 	"github.com/lamina-project/lamina/driver"
 	"github.com/lamina-project/lamina/layerstore"
 	"github.com/lamina-project/lamina/runtime"
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/spf13/cobra"
 )
 
@@ -60,9 +61,9 @@ func runHidden(args []string, stderr io.Writer) (code int, ok bool) {
 			}
 		})
 	case runtime.InitCommand:
-		err = runtime.Init()
+		err = initproc.Init()
 	case runtime.ExecCommand:
-		err = runtime.ExecInit()
+		err = initproc.ExecInit()
 	default:
 		return 0, false
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -30,20 +31,9 @@ const cgroupRoot = "/sys/fs/cgroup"
 var v1Controllers = []string{"memory", "pids", "cpu", "freezer"}
 
 // useV2 reports whether the unified hierarchy has the controllers lamina
-// needs. On a hybrid host (v1 controllers, an empty unified tree) it does
-// not, and v1 is used as docker does.
-func useV2() bool {
-	b, err := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.controllers"))
-	if err != nil {
-		return false
-	}
-	have := strings.Fields(string(b))
-	need := map[string]bool{"memory": true, "pids": true, "cpu": true}
-	for _, c := range have {
-		delete(need, c)
-	}
-	return len(need) == 0
-}
+// needs (initproc.CgroupV2: init mounts the container's cgroups by the
+// same answer).
+func useV2() bool { return initproc.CgroupV2() }
 
 // ownCgroup returns the calling process's cgroup path for controller
 // ("" for the v2 entry) from /proc/self/cgroup. Containers are placed below

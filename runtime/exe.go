@@ -22,32 +22,61 @@ import (
 // overlapping the other layer) it is copied into a sealed memfd, which
 // costs about a millisecond per MB of binary.
 func sealedExe() (*os.File, error) {
-	if f, err := overlayExe(); err == nil {
-		return f, nil
+	bin, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return nil, fmt.Errorf("sealed exe: %w", err)
 	}
-	return memfdExe()
+	// A replaced or deleted binary reads as "path (deleted)": only the
+	// memfd copy can seal what is no longer at its path.
+	if !strings.HasSuffix(bin, " (deleted)") {
+		if f, err := overlayOpen(bin, true); err == nil {
+			return f, nil
+		}
+	}
+	return memfdCopy("/proc/self/exe")
 }
 
-// overlayEmpty is the second, empty lower layer overlayExe needs: an
+// initBinary is the name of the container init binary (cmd/lamina-init)
+// the monitor looks for next to its own.
+const initBinary = "lamina-init"
+
+// sealedInit returns, sealed as sealedExe's, the binary a container's init
+// runs from: lamina-init when it is installed next to the running binary,
+// else the running binary itself (which runs init as InitCommand).
+func sealedInit() (*os.File, error) {
+	bin, err := os.Readlink("/proc/self/exe")
+	if err != nil || strings.HasSuffix(bin, " (deleted)") {
+		return sealedExe()
+	}
+	return sealedInitIn(filepath.Dir(bin))
+}
+
+// sealedInitIn is sealedInit with lamina-init looked for in dir.
+func sealedInitIn(dir string) (*os.File, error) {
+	p := filepath.Join(dir, initBinary)
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+		if f, err := overlayOpen(p, false); err == nil {
+			return f, nil
+		}
+		if f, err := memfdCopy(p); err == nil {
+			return f, nil
+		}
+	}
+	return sealedExe()
+}
+
+// overlayEmpty is the second, empty lower layer overlayOpen needs: an
 // overlay without an upper layer takes at least two lower ones, and only
 // then refuses every write. It must not overlap the binary's directory.
 const overlayEmpty = "/run/lamina/empty"
 
-// overlayExe opens the running binary through an overlay of its directory
+// overlayOpen opens the binary at bin through an overlay of its directory
 // and overlayEmpty, mounted read-only with the new mount API and never
 // attached anywhere: no mount namespace has it, nobody can remount it
 // read-write, and the overlay has no upper layer to write into. The
-// returned O_PATH descriptor can be exec'd through /proc/self/fd.
-func overlayExe() (*os.File, error) {
-	bin, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return nil, err
-	}
-	// A replaced or deleted binary reads as "path (deleted)": only the
-	// memfd copy can seal what is no longer at its path.
-	if strings.HasSuffix(bin, " (deleted)") {
-		return nil, errors.New("binary deleted")
-	}
+// returned O_PATH descriptor can be exec'd through /proc/self/fd. self
+// says bin is the running binary, which must still be it once opened.
+func overlayOpen(bin string, self bool) (*os.File, error) {
 	if err := os.MkdirAll(overlayEmpty, 0o700); err != nil {
 		return nil, err
 	}
@@ -78,17 +107,19 @@ func overlayExe() (*os.File, error) {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), "lamina-sealed")
-	// Replaced while we opened it: what we hold may be the new binary.
-	if now, err := os.Readlink("/proc/self/exe"); err != nil || now != bin {
-		f.Close()
-		return nil, errors.New("binary replaced")
+	if self {
+		// Replaced while we opened it: what we hold may be the new binary.
+		if now, err := os.Readlink("/proc/self/exe"); err != nil || now != bin {
+			f.Close()
+			return nil, errors.New("binary replaced")
+		}
 	}
 	return f, nil
 }
 
-// memfdExe returns a sealed in-memory copy of the running binary.
-func memfdExe() (*os.File, error) {
-	src, err := os.Open("/proc/self/exe")
+// memfdCopy returns a sealed in-memory copy of the binary at path.
+func memfdCopy(path string) (*os.File, error) {
+	src, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("sealed exe: %w", err)
 	}

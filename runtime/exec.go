@@ -6,27 +6,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	goruntime "runtime"
 	"strconv"
 	"strings"
 
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
-
-// ExecCommand is the hidden argument of lamina's exec helper, which starts
-// inside a running container (see package nsenter) and execs the command
-// with the container's confinement.
-const ExecCommand = "__exec"
-
-// execRequest is what `lamina exec` asks of the helper that has joined a
-// running container: the process to run and the container's confinement.
-type execRequest struct {
-	Process *specs.Process `json:"process"`
-	User    string         `json:"user,omitempty"`
-	// Filter is the container's compiled seccomp program.
-	Filter []byte `json:"filter,omitempty"`
-}
 
 // ExecOptions are docker exec's flags.
 type ExecOptions struct {
@@ -67,14 +52,14 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 		proc.Cwd = o.Cwd
 	}
 	if o.Privileged {
-		all := allCapNames()
+		all := initproc.AllCapNames()
 		proc.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 	}
 	user := c.Spec.Annotations[UserAnnotation]
 	if o.User != "" {
 		user = o.User
 	}
-	req := &execRequest{Process: &proc, User: user}
+	req := &initproc.ExecRequest{Process: &proc, User: user}
 	if c.Spec.Linux != nil && !o.Privileged {
 		if req.Filter, err = seccompFilter(s.seccompDir(), c.Spec.Linux.Seccomp); err != nil {
 			return 125, err
@@ -86,7 +71,7 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 		return 125, err
 	}
 	defer exe.Close()
-	parent, child, err := newSyncPair()
+	parent, child, err := initproc.NewSyncPair()
 	if err != nil {
 		return 125, err
 	}
@@ -110,19 +95,19 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 		return 125, fmt.Errorf("exec: %w", err)
 	}
 	child.Close()
-	if err := sendSync(parent, syncMsg{Type: "exec", Exec: req}); err != nil {
+	if err := initproc.SendSync(parent, initproc.SyncMsg{Type: "exec", Exec: req}); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return 125, err
 	}
-	m, fs, rerr := recvSync(parent)
+	m, fs, rerr := initproc.RecvSync(parent)
 	if rerr == nil && m.Type == "pty" {
 		if o.OnPty != nil && len(fs) == 1 {
 			o.OnPty(fs[0])
 		} else {
-			closeFiles(fs)
+			initproc.CloseFiles(fs)
 		}
-		m, _, rerr = recvSync(parent)
+		m, _, rerr = initproc.RecvSync(parent)
 	}
 	if o.Detach && errors.Is(rerr, io.EOF) {
 		// The command runs; it is reparented when this process exits.
@@ -161,39 +146,4 @@ func mergeEnv(base, add []string) []string {
 		}
 	}
 	return out
-}
-
-// ExecInit is the exec helper's body, inside the container's namespaces
-// and cgroups already (package nsenter put it there). It returns only on
-// failure, after telling the CLI why.
-func ExecInit() error {
-	goruntime.LockOSThread()
-	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
-	unix.Umask(0o022)
-	sock := os.NewFile(3, "sync")
-	m, _, err := recvSync(sock)
-	if err != nil || m.Type != "exec" || m.Exec == nil || m.Exec.Process == nil {
-		return fmt.Errorf("exec helper: no request: %v", err)
-	}
-	req := m.Exec
-	fail := func(code int, err error) error {
-		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code})
-		os.Exit(code)
-		return err
-	}
-	if req.Process.Terminal {
-		if err := setupConsole(sock, false); err != nil {
-			return fail(125, err)
-		}
-	}
-	u, path, err := prepareProcess(req.Process, req.User)
-	if err != nil {
-		var ee *ExecError
-		if errors.As(err, &ee) {
-			return fail(ee.Code, err)
-		}
-		return fail(125, err)
-	}
-	code, err := execProcess(req.Process, u, path, req.Filter, false)
-	return fail(code, err)
 }

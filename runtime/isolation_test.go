@@ -146,7 +146,8 @@ func TestInitRunsFromSealedExe(t *testing.T) {
 	}
 	// Root with overlayfs gets the overlay, not the copy.
 	if (driver.Overlay{}).Available() == nil {
-		f, err := overlayExe()
+		self, _ := os.Readlink("/proc/self/exe")
+		f, err := overlayOpen(self, true)
 		if err != nil {
 			t.Fatalf("no overlay-sealed binary on a host with overlayfs: %v", err)
 		}
@@ -162,7 +163,7 @@ func TestInitRunsFromSealedExe(t *testing.T) {
 // TestSealedExeFallback checks the memfd copy, used where no overlay can
 // be mounted.
 func TestSealedExeFallback(t *testing.T) {
-	f, err := memfdExe()
+	f, err := memfdCopy("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +171,46 @@ func TestSealedExeFallback(t *testing.T) {
 	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	if target, _ := os.Readlink(path); !strings.HasPrefix(target, "/memfd:lamina") {
 		t.Fatalf("copy is %q, want a memfd", target)
+	}
+	checkUnwritable(t, path)
+}
+
+// TestSealedInitBinary checks that init runs from lamina-init when it is
+// next to the running binary, sealed like the binary itself, and from the
+// running binary otherwise.
+func TestSealedInitBinary(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	dir := t.TempDir()
+	self, _ := os.Readlink("/proc/self/exe")
+	f, err := sealedInitIn(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	f.Close()
+	if filepath.Base(target) != filepath.Base(self) {
+		t.Fatalf("without lamina-init, init runs from %q; want the running binary %q", target, self)
+	}
+	init := filepath.Join(dir, initBinary)
+	if err := os.WriteFile(init, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err = sealedInitIn(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	target, _ = os.Readlink(path)
+	if filepath.Base(target) != initBinary {
+		t.Fatalf("with lamina-init installed, init runs from %q", target)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if (driver.Overlay{}).Available() == nil && st.Type != unix.OVERLAYFS_SUPER_MAGIC {
+		t.Fatalf("lamina-init is opened on filesystem %#x, want it through an overlay", st.Type)
 	}
 	checkUnwritable(t, path)
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"syscall"
 
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -130,12 +131,12 @@ func (p *InitProcess) adopt(spec *specs.Spec, stdio Stdio) bool {
 }
 
 func spawn(flags uintptr, stdio Stdio) (*InitProcess, error) {
-	exe, err := sealedExe()
+	exe, err := sealedInit()
 	if err != nil {
 		return nil, err
 	}
 	defer exe.Close()
-	parent, child, err := newSyncPair()
+	parent, child, err := initproc.NewSyncPair()
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 	if p.stdio != nil {
 		fds = []int{int(p.stdio.Stdin.Fd()), int(p.stdio.Stdout.Fd()), int(p.stdio.Stderr.Fd())}
 	}
-	err := sendSync(p.sock, syncMsg{Type: "bootstrap", Spec: spec, Filter: filter}, fds...)
+	err := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "bootstrap", Protocol: initproc.Protocol, Spec: spec, Filter: filter}, fds...)
 	if p.stdio != nil {
 		closeChildEnds(*p.stdio)
 		p.stdio = nil
@@ -204,7 +205,7 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 		return err
 	}
 	for {
-		m, fs, err := recvSync(p.sock)
+		m, fs, err := initproc.RecvSync(p.sock)
 		if errors.Is(err, io.EOF) {
 			return errors.New("container init exited during setup")
 		}
@@ -214,7 +215,7 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 		switch m.Type {
 		case "pty":
 			if len(fs) != 1 {
-				closeFiles(fs)
+				initproc.CloseFiles(fs)
 				return errors.New("container init: pty message without its master")
 			}
 			p.Pty = fs[0]
@@ -243,10 +244,10 @@ func (p *InitProcess) Start() error {
 			return err
 		}
 	}
-	if err := sendSync(p.sock, syncMsg{Type: "start"}); err != nil {
+	if err := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "start"}); err != nil {
 		return err
 	}
-	m, _, err := recvSync(p.sock)
+	m, _, err := initproc.RecvSync(p.sock)
 	if errors.Is(err, io.EOF) {
 		return nil
 	}

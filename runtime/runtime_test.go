@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lamina-project/lamina/internal/testutil"
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -16,7 +17,7 @@ import (
 // as the lamina binary does.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitCommand {
-		if err := Init(); err != nil {
+		if err := initproc.Init(); err != nil {
 			os.Stderr.WriteString("init: " + err.Error() + "\n")
 		}
 		os.Exit(125)

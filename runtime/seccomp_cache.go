@@ -11,6 +11,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
@@ -87,7 +88,7 @@ func readCachedFilter(path string) ([]byte, bool) {
 		return nil, false
 	}
 	sum, prog := b[:sha256.Size], b[sha256.Size:]
-	if got := sha256.Sum256(prog); !bytes.Equal(got[:], sum) || checkFilter(prog) != nil {
+	if got := sha256.Sum256(prog); !bytes.Equal(got[:], sum) || initproc.CheckFilter(prog) != nil {
 		return nil, false
 	}
 	return prog, true

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lamina-project/lamina/runtime/initproc"
 	seccompprofile "github.com/moby/profiles/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -53,7 +54,7 @@ type Options struct {
 // UserAnnotation carries the -u value, resolved against the image's
 // /etc/passwd and /etc/group by init once the root filesystem is in place
 // (the spec itself only has numbers).
-const UserAnnotation = "org.lamina.user"
+const UserAnnotation = initproc.UserAnnotation
 
 // DefaultCaps is docker's default capability set.
 var DefaultCaps = []string{
@@ -75,7 +76,7 @@ var readonlyPaths = []string{
 }
 
 // DefaultPath is docker's PATH when the image sets none.
-const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const DefaultPath = initproc.DefaultPath
 
 // NewSpec builds the spec for a container whose root filesystem will be at
 // rootfs, with docker's defaults changed by o.
@@ -206,7 +207,7 @@ func withDefaultEnv(env []string, hostname string, tty bool) []string {
 }
 
 func capSet(o Options) (*specs.LinuxCapabilities, error) {
-	all := allCapNames()
+	all := initproc.AllCapNames()
 	norm := func(c string) (string, error) {
 		c = strings.ToUpper(c)
 		if c == "ALL" {
@@ -367,7 +368,7 @@ func ParseUlimit(s string) (specs.POSIXRlimit, error) {
 	if soft > hard {
 		return specs.POSIXRlimit{}, fmt.Errorf("ulimit soft limit must be less than or equal to hard limit: %d > %d", soft, hard)
 	}
-	if _, ok := rlimitTypes["RLIMIT_"+strings.ToUpper(name)]; !ok {
+	if !initproc.KnownRlimit("RLIMIT_" + strings.ToUpper(name)) {
 		return specs.POSIXRlimit{}, fmt.Errorf("invalid ulimit type: %s", name)
 	}
 	return specs.POSIXRlimit{Type: "RLIMIT_" + strings.ToUpper(name), Soft: uint64(soft), Hard: uint64(hard)}, nil

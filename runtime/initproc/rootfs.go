@@ -1,4 +1,4 @@
-package runtime
+package initproc
 
 import (
 	"errors"
@@ -175,7 +175,7 @@ func makeMountpoint(dest string, m specs.Mount, isBind bool) error {
 	return nil
 }
 
-// prepareMountpoints creates, in the root filesystem at spec.Root.Path,
+// PrepareMountpoints creates, in the root filesystem at spec.Root.Path,
 // the mount points init will need and the image lacks (/etc/hosts, bind
 // mount targets), as mountInRoot would, with the same resolution inside
 // the root. The monitor calls it while init's process starts: on a union
@@ -184,7 +184,7 @@ func makeMountpoint(dest string, m specs.Mount, isBind bool) error {
 // errors are the ones reported. Mount points nested in another of the
 // spec's mounts (/dev/pts in /dev's tmpfs) and those of proc, sysfs and
 // cgroup mounts are init's alone.
-func prepareMountpoints(spec *specs.Spec) {
+func PrepareMountpoints(spec *specs.Spec) {
 	rootfs := spec.Root.Path
 	for _, m := range spec.Mounts {
 		if m.Type == "proc" || m.Type == "sysfs" || m.Type == "cgroup" || nestedMount(spec.Mounts, m.Destination) {
@@ -354,7 +354,7 @@ func maskPath(p string) error {
 // with one cgroup mount per hierarchy. Init has unshared its cgroup
 // namespace by now, so each shows the container's cgroup as its root.
 func mountCgroups(dest string, flags uintptr) error {
-	if useV2() {
+	if CgroupV2() {
 		if err := unix.Mount("cgroup2", dest, "cgroup2", flags, ""); err != nil {
 			return fmt.Errorf("mount cgroup2: %w", err)
 		}
@@ -392,4 +392,20 @@ func mountCgroups(dest string, flags uintptr) error {
 		}
 	}
 	return nil
+}
+
+// CgroupV2 reports whether the unified hierarchy has the controllers lamina
+// needs. On a hybrid host (v1 controllers, an empty unified tree) it does
+// not, and v1 is used as docker does.
+func CgroupV2() bool {
+	b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+	if err != nil {
+		return false
+	}
+	have := strings.Fields(string(b))
+	need := map[string]bool{"memory": true, "pids": true, "cpu": true}
+	for _, c := range have {
+		delete(need, c)
+	}
+	return len(need) == 0
 }

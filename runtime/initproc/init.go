@@ -1,4 +1,13 @@
-package runtime
+// Package initproc is the container side of the runtime: what runs in a
+// container's new namespaces before its command (the root filesystem,
+// pivot_root, masks, the user, capabilities, seccomp, execve), for the
+// container's init and for lamina exec's helper, and the messages it
+// exchanges with the monitor (sync.go).
+//
+// It is a package of its own, without cgo and without lamina's other
+// packages, so that the container's init can be the small static binary
+// cmd/lamina-init: it starts on the path of every lamina run.
+package initproc
 
 import (
 	"errors"
@@ -12,6 +21,14 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
+
+// UserAnnotation carries the -u value in the spec, resolved against the
+// image's /etc/passwd and /etc/group here once the root filesystem is in
+// place (the spec itself only has numbers).
+const UserAnnotation = "org.lamina.user"
+
+// DefaultPath is docker's PATH when the image sets none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // InitCommand is the hidden argument that makes the lamina binary run as a
 // container's init (`lamina __init`).
@@ -37,13 +54,19 @@ func Init() error {
 	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
 	unix.Umask(0o022)
 	sock := os.NewFile(3, "sync")
-	msg, stdio, err := recvSync(sock)
+	msg, stdio, err := RecvSync(sock)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	if msg.Type != "bootstrap" || msg.Spec == nil {
-		closeFiles(stdio)
+		CloseFiles(stdio)
 		return fmt.Errorf("init: expected bootstrap, got %q", msg.Type)
+	}
+	if msg.Protocol != Protocol {
+		CloseFiles(stdio)
+		err := fmt.Errorf("init: lamina speaks protocol %d and this init %d: install lamina and lamina-init from one build", msg.Protocol, Protocol)
+		_ = SendSync(sock, SyncMsg{Type: "error", Error: err.Error(), Code: 125})
+		return err
 	}
 	// An init spawned ahead of its container gets its stdio now.
 	if err := takeStdio(stdio); err != nil {
@@ -51,7 +74,7 @@ func Init() error {
 	}
 	spec := msg.Spec
 	fail := func(code int, err error) error {
-		_ = sendSync(sock, syncMsg{Type: "error", Error: err.Error(), Code: code})
+		_ = SendSync(sock, SyncMsg{Type: "error", Error: err.Error(), Code: code})
 		os.Exit(code)
 		return err
 	}
@@ -66,10 +89,10 @@ func Init() error {
 		}
 		return fail(125, err)
 	}
-	if err := sendSync(sock, syncMsg{Type: "ready"}); err != nil {
+	if err := SendSync(sock, SyncMsg{Type: "ready"}); err != nil {
 		os.Exit(125)
 	}
-	m, _, err := recvSync(sock)
+	m, _, err := RecvSync(sock)
 	if err != nil || m.Type != "start" {
 		// The monitor gave up on us (container removed before start).
 		os.Exit(125)
@@ -80,7 +103,7 @@ func Init() error {
 
 // takeStdio makes files, when there are any, fds 0-2.
 func takeStdio(files []*os.File) error {
-	defer closeFiles(files)
+	defer CloseFiles(files)
 	if len(files) == 0 {
 		return nil
 	}
@@ -202,7 +225,7 @@ func setupConsole(sock *os.File, bindConsole bool) error {
 			return fmt.Errorf("bind /dev/console: %w", err)
 		}
 	}
-	if err := sendSync(sock, syncMsg{Type: "pty"}, master); err != nil {
+	if err := SendSync(sock, SyncMsg{Type: "pty"}, master); err != nil {
 		return err
 	}
 	if _, err := unix.Setsid(); err != nil && !errors.Is(err, unix.EPERM) {
@@ -229,6 +252,13 @@ var rlimitTypes = map[string]int{
 	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
 	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
 	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+// KnownRlimit reports whether init can set the rlimit named t
+// ("RLIMIT_NOFILE").
+func KnownRlimit(t string) bool {
+	_, ok := rlimitTypes[t]
+	return ok
 }
 
 func setRlimits(rls []specs.POSIXRlimit) error {

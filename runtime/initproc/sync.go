@@ -1,4 +1,4 @@
-package runtime
+package initproc
 
 import (
 	"encoding/json"
@@ -22,20 +22,27 @@ import (
 //	monitor → init   start
 //	init → monitor   error       (any failure; the socket closes on exec)
 
-type syncMsg struct {
-	Type string      `json:"type"`
-	Spec *specs.Spec `json:"spec,omitempty"`
+type SyncMsg struct {
+	Type string `json:"type"`
+	// Protocol is the sender's Protocol, in bootstrap: lamina-init is a
+	// binary of its own and must be lamina's own build.
+	Protocol int         `json:"protocol,omitempty"`
+	Spec     *specs.Spec `json:"spec,omitempty"`
 	// Filter is the compiled seccomp program the command runs under
 	// (the spec's seccomp section stays with the monitor).
 	Filter []byte       `json:"filter,omitempty"`
-	Exec   *execRequest `json:"exec,omitempty"`
+	Exec   *ExecRequest `json:"exec,omitempty"`
 	Error  string       `json:"error,omitempty"`
 	Code   int          `json:"code,omitempty"`
 }
 
+// Protocol numbers this version of the messages; a change to them must
+// change it.
+const Protocol = 1
+
 const maxSyncMsg = 4 << 20
 
-func newSyncPair() (parent, child *os.File, err error) {
+func NewSyncPair() (parent, child *os.File, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sync socketpair: %w", err)
@@ -46,8 +53,8 @@ func newSyncPair() (parent, child *os.File, err error) {
 // maxSyncFds is the most descriptors one message carries (stdio).
 const maxSyncFds = 3
 
-// sendSync sends m with fds (at most maxSyncFds).
-func sendSync(f *os.File, m syncMsg, fds ...int) error {
+// SendSync sends m with fds (at most maxSyncFds).
+func SendSync(f *os.File, m SyncMsg, fds ...int) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -62,12 +69,12 @@ func sendSync(f *os.File, m syncMsg, fds ...int) error {
 	return nil
 }
 
-// recvSync reads one message and the descriptors that came with it; io.EOF
+// RecvSync reads one message and the descriptors that came with it; io.EOF
 // when the peer closed its end (for init's socket, that is a successful
 // execve).
-func recvSync(f *os.File) (syncMsg, []*os.File, error) {
+func RecvSync(f *os.File) (SyncMsg, []*os.File, error) {
 	oob := make([]byte, unix.CmsgSpace(4*maxSyncFds))
-	var m syncMsg
+	var m SyncMsg
 	for {
 		// Peek at the packet's length first: a bootstrap with docker's
 		// seccomp profile is tens of KB, most messages a few bytes.
@@ -103,15 +110,24 @@ func recvSync(f *os.File) (syncMsg, []*os.File, error) {
 			}
 		}
 		if err := json.Unmarshal(buf[:n], &m); err != nil {
-			closeFiles(files)
+			CloseFiles(files)
 			return m, nil, fmt.Errorf("sync: bad message: %w", err)
 		}
 		return m, files, nil
 	}
 }
 
-func closeFiles(files []*os.File) {
+func CloseFiles(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
+}
+
+// ExecRequest is what `lamina exec` asks of the helper that has joined a
+// running container: the process to run and the container's confinement.
+type ExecRequest struct {
+	Process *specs.Process `json:"process"`
+	User    string         `json:"user,omitempty"`
+	// Filter is the container's compiled seccomp program.
+	Filter []byte `json:"filter,omitempty"`
 }

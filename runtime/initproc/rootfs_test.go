@@ -1,4 +1,4 @@
-package runtime
+package initproc
 
 import (
 	"os"
@@ -36,7 +36,7 @@ func TestPrepareMountpoints(t *testing.T) {
 		{Destination: "/escape/x", Type: "bind", Source: srcFile, Options: []string{"rbind"}},
 		{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs"},
 	}}
-	prepareMountpoints(spec)
+	PrepareMountpoints(spec)
 	for path, want := range map[string]string{
 		"etc/hosts": "file", "data/sub": "dir", "scratch": "dir", "escape/x": "none",
 		"proc": "none", "dev/pts": "none",

@@ -1,4 +1,4 @@
-package runtime
+package initproc
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// allCapNames lists the capabilities this kernel knows and this process
+// AllCapNames lists the capabilities this kernel knows and this process
 // may pass on (its bounding set), as CAP_NAME: --privileged and
 // --cap-add ALL mean every capability lamina has, not more.
-func allCapNames() []string {
+func AllCapNames() []string {
 	last, err := capability.LastCap()
 	own, oerr := capability.NewPid2(0)
 	if oerr == nil {
