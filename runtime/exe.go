@@ -75,7 +75,7 @@ const overlayEmpty = "/run/lamina/empty"
 // attached anywhere: no mount namespace has it, nobody can remount it
 // read-write, and the overlay has no upper layer to write into. The
 // returned O_PATH descriptor can be exec'd through /proc/self/fd. self
-// says bin is the running binary, which must still be it once opened.
+// says bin is the running binary, which the opened file must still be.
 func overlayOpen(bin string, self bool) (*os.File, error) {
 	if err := os.MkdirAll(overlayEmpty, 0o700); err != nil {
 		return nil, err
@@ -107,14 +107,30 @@ func overlayOpen(bin string, self bool) (*os.File, error) {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), "lamina-sealed")
+	// What the overlay shows is the file in the directory: not the binary
+	// when the binary is a file bind-mounted over another (a lower layer
+	// does not cross mounts), or was replaced meanwhile. Without xino the
+	// overlay passes a lower file's inode number and times through.
+	want := bin
 	if self {
-		// Replaced while we opened it: what we hold may be the new binary.
-		if now, err := os.Readlink("/proc/self/exe"); err != nil || now != bin {
-			f.Close()
-			return nil, errors.New("binary replaced")
-		}
+		want = "/proc/self/exe"
+	}
+	var got, orig unix.Stat_t
+	if err := unix.Fstat(fd, &got); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.Stat(want, &orig); err != nil || !sameFile(&got, &orig) {
+		f.Close()
+		return nil, errors.New("the overlay does not show the binary")
 	}
 	return f, nil
+}
+
+// sameFile reports whether a and b are the same file's attributes, seen
+// through different mounts.
+func sameFile(a, b *unix.Stat_t) bool {
+	return a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
 }
 
 // memfdCopy returns a sealed in-memory copy of the binary at path.

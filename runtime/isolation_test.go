@@ -213,6 +213,31 @@ func TestSealedInitBinary(t *testing.T) {
 		t.Fatalf("lamina-init is opened on filesystem %#x, want it through an overlay", st.Type)
 	}
 	checkUnwritable(t, path)
+
+	// A lamina-init bind-mounted over the file in the directory (as with
+	// docker -v): the overlay would show the file under the mount, so the
+	// bind-mounted binary must be what is sealed.
+	real := filepath.Join(t.TempDir(), "real-init")
+	if err := os.WriteFile(real, []byte("#!/bin/sh\n# the real one\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(real, init, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(init, unix.MNT_DETACH)
+	g, err := sealedInitIn(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var fi unix.Stat_t
+	if err := unix.Fstat(int(g.Fd()), &fi); err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size != int64(len("#!/bin/sh\n# the real one\n")) {
+		t.Fatalf("with lamina-init bind-mounted, the sealed file has %d bytes, not the mounted binary's", fi.Size)
+	}
+	checkUnwritable(t, fmt.Sprintf("/proc/self/fd/%d", g.Fd()))
 }
 
 // checkUnwritable fails t if the executable at path can be written.

@@ -54,11 +54,13 @@ type monitor struct {
 // status (the CLI's --rm hooks in there).
 func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	// The fds came in without close-on-exec: no child of the monitor may
-	// hold them, or the CLI never sees EOF.
+	// hold them, or the CLI never sees EOF. Nor may anything else the
+	// CLI's own parent left open reach the container.
 	report, idPipe := os.NewFile(3, "report"), os.NewFile(4, "orders")
 	unix.CloseOnExec(3)
 	unix.CloseOnExec(4)
 	unix.CloseOnExec(5)
+	_ = unix.CloseRange(6, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if len(args) != 0 {
 		return fmt.Errorf("monitor: unexpected arguments %q", args)
 	}
@@ -67,63 +69,56 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
 	// monitor still collects, at five times its live heap.
 	debug.SetGCPercent(400)
+	m := &monitor{report: report, attached: make(chan struct{})}
 	// While the CLI creates the container, the container's init starts in
 	// docker's default namespaces; a container with others gets a new
 	// one (monitor.takeInit). Failing here only costs that head start.
-	ahead, _ := spawnInitAhead()
-	discard := func() {
-		if ahead != nil {
-			ahead.Kill()
-			_, _ = ahead.Wait()
-		}
+	m.ahead, _ = spawnInitAhead()
+	err := m.main(idPipe, onExit)
+	if m.ahead != nil { // never taken: no container, or it failed before its start
+		m.ahead.Kill()
+		_, _ = m.ahead.Wait()
 	}
+	m.sendReport(err)
+	return err
+}
+
+// main reads the monitor's orders from idPipe and runs the container.
+func (m *monitor) main(idPipe *os.File, onExit func(*Store, *Container, *State)) error {
 	b, err := io.ReadAll(idPipe)
 	idPipe.Close()
 	if err != nil || len(b) == 0 {
 		unix.Close(5)
-		discard()
-		return nil // the CLI gave up before it had a container
+		m.reported = true // nobody to report to
+		return nil        // the CLI gave up before it had a container
 	}
 	var o monitorOrders
 	if err := json.Unmarshal(b, &o); err != nil || !isID(o.ID) || o.Root == "" {
 		unix.Close(5)
-		discard()
 		return fmt.Errorf("monitor: bad orders %q", b)
 	}
-	var client *os.File
 	if o.Attach {
-		client = os.NewFile(5, "attach")
+		m.client = os.NewFile(5, "attach")
 	} else {
-		unix.Close(5) // a prespawned monitor's unused attach end
+		unix.Close(5) // a detached start's unused attach end
 	}
-	id, root := o.ID, o.Root
-	s, err := OpenStore(root)
-	if err != nil {
-		discard()
+	if m.s, err = OpenStore(o.Root); err != nil {
 		return err
 	}
 	// From here on, what the monitor has to say goes to monitor.log, which
 	// the CLI shows when the monitor dies before it reports.
-	logf, err := os.OpenFile(filepath.Join(s.dir, id, "monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logf, err := os.OpenFile(filepath.Join(m.s.dir, o.ID, "monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
-		discard()
 		return err
 	}
 	for _, fd := range []int{1, 2} {
 		if err := unix.Dup3(int(logf.Fd()), fd, 0); err != nil {
 			logf.Close()
-			discard()
 			return fmt.Errorf("monitor log: %w", err)
 		}
 	}
 	logf.Close()
-	m := &monitor{s: s, report: report, client: client, ahead: ahead, attached: make(chan struct{})}
-	err = m.run(id, onExit)
-	if m.ahead != nil {
-		discard() // never taken: the container failed before its start
-	}
-	m.sendReport(err)
-	return err
+	return m.run(o.ID, onExit)
 }
 
 // takeInit returns the init spawned ahead when it suits spec, with stdio

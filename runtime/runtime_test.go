@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/lamina-project/lamina/internal/testutil"
@@ -183,5 +186,22 @@ func TestInitSpawnedAhead(t *testing.T) {
 	wg.Wait()
 	if err != nil || code != 5 || so.String() != "out\nahead\n" || se.String() != "err\n" {
 		t.Fatalf("exit %d (%v), stdout %q, stderr %q; want 5, \"out\\nahead\\n\", \"err\\n\"", code, err, so.String(), se.String())
+	}
+}
+
+// A signal ignored where lamina runs is not ignored by the container's
+// command (docker resets them): lamina stop with STOPSIGNAL SIGINT must
+// work from a script's background job.
+func TestIgnoredSignalsReset(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGINT, syscall.SIGHUP)
+	r := runSpec(t, sharedRootfs(t), sh("grep SigIgn /proc/self/status"))
+	var mask uint64
+	if _, err := fmt.Sscanf(strings.TrimSpace(r.stdout), "SigIgn:\t%x", &mask); err != nil || r.code != 0 {
+		t.Fatalf("got %+v (%v)", r, err)
+	}
+	if ign := mask & (1<<(syscall.SIGINT-1) | 1<<(syscall.SIGHUP-1)); ign != 0 {
+		t.Fatalf("the command ignores signals %#x (SigIgn %#x); want SIGINT and SIGHUP at their defaults", ign, mask)
 	}
 }

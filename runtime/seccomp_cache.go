@@ -23,8 +23,11 @@ import (
 // same program. So the program is compiled
 // once and kept in the store, at containers/.seccomp/<key>, where key is a
 // digest of everything the program depends on: the profile, the
-// architecture, libseccomp's version (its generator) and the kernel's
-// release (libseccomp adapts to the kernel's API level).
+// architecture, libseccomp's version (its generator), the kernel's release
+// (libseccomp adapts to the kernel's API level) and the lamina binary
+// (its translation of the profile into libseccomp rules), identified by
+// the file's device, inode, size and modification time, so that an
+// upgraded or rebuilt lamina never loads what an older one compiled.
 //
 // A cache file is the program's sha256 followed by the program. It is
 // written to a temporary name and renamed, without fsync: a crash can at
@@ -61,19 +64,31 @@ func seccompFilter(dir string, sc *specs.LinuxSeccomp) ([]byte, error) {
 }
 
 func seccompKey(sc *specs.LinuxSeccomp) (string, error) {
-	profile, err := json.Marshal(sc)
-	if err != nil {
-		return "", err
-	}
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
+		return "", err
+	}
+	var exe unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
+		return "", err
+	}
+	binary := fmt.Sprintf("%d:%d:%d:%d", exe.Dev, exe.Ino, exe.Size, exe.Mtim.Nano())
+	return seccompKeyOf(sc, unix.ByteSliceToString(u.Release[:]), binary)
+}
+
+// seccompKeyOf is the cache key of sc for a kernel release and a lamina
+// binary's identity.
+func seccompKeyOf(sc *specs.LinuxSeccomp, kernel, binary string) (string, error) {
+	profile, err := json.Marshal(sc)
+	if err != nil {
 		return "", err
 	}
 	major, minor, micro := libseccomp.GetLibraryVersion()
 	h := sha256.New()
 	for _, part := range []string{
-		seccompCacheFormat, goruntime.GOARCH, unix.ByteSliceToString(u.Release[:]),
+		seccompCacheFormat, goruntime.GOARCH, kernel,
 		strconv.FormatUint(uint64(major), 10) + "." + strconv.FormatUint(uint64(minor), 10) + "." + strconv.FormatUint(uint64(micro), 10),
+		binary,
 	} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
@@ -99,12 +114,18 @@ func writeCachedFilter(dir, path string, prog []byte) {
 		return
 	}
 	sum := sha256.Sum256(prog)
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	if err := os.WriteFile(tmp, append(sum[:], prog...), 0o600); err != nil {
-		_ = os.Remove(tmp)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
 		return
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
+	_, err = tmp.Write(append(sum[:], prog...))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
 	}
 }

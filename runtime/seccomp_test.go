@@ -62,6 +62,21 @@ func TestSeccompFilterCache(t *testing.T) {
 	if k, _ := seccompKey(other.Linux.Seccomp); k == key {
 		t.Fatal("two profiles share a cache key")
 	}
+	// Another lamina binary, or another kernel, has another key.
+	a, _ := seccompKeyOf(sc, "6.18", "1:2:3:4")
+	for _, k := range [][2]string{{"6.18", "1:2:3:5"}, {"6.19", "1:2:3:4"}} {
+		if b, _ := seccompKeyOf(sc, k[0], k[1]); a == b {
+			t.Fatalf("kernel %s and binary %s share a key with kernel 6.18, binary 1:2:3:4", k[0], k[1])
+		}
+	}
+	// Writes leave no temporary files behind.
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 || entries[0].Name() != key {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("cache directory holds %q, want only %s", names, key)
+	}
 	if none, err := seccompFilter(dir, nil); none != nil || err != nil {
 		t.Fatalf("no profile: got %d bytes, %v", len(none), err)
 	}

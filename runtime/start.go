@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -63,8 +64,14 @@ type Pending struct {
 // over the one package prespawn started; attach makes it wait for a client
 // attached from the start (Pending.Start's AttachOptions).
 func (s *Store) Prepare(attach bool) (*Pending, error) {
+	// A monitor runs in /, so that it holds no filesystem busy: its
+	// store's path must not be relative.
+	root, err := filepath.Abs(s.Root())
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
 	if m, ok := prespawn.Take(); ok {
-		return s.adopt(m, attach)
+		return adopt(m, root, attach)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -76,7 +83,7 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 			f.Close()
 		}
 	}()
-	p := &Pending{root: s.Root()}
+	p := &Pending{root: root}
 	var reportW, idR *os.File
 	if p.report, reportW, err = os.Pipe(); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
@@ -107,6 +114,7 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 	cmd := exec.Command(exe, MonitorCommand)
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
 		p.close()
 		return nil, fmt.Errorf("start monitor: %w", err)
@@ -116,8 +124,8 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 }
 
 // adopt makes a Pending of the monitor package prespawn started.
-func (s *Store) adopt(m prespawn.Monitor, attach bool) (*Pending, error) {
-	p := &Pending{root: s.Root(), report: m.Report, id: m.ID}
+func adopt(m prespawn.Monitor, root string, attach bool) (*Pending, error) {
+	p := &Pending{root: root, report: m.Report, id: m.ID}
 	proc, err := os.FindProcess(m.Pid)
 	if err != nil {
 		m.Attach.Close()

@@ -402,13 +402,25 @@ func execProcess(p *specs.Process, u execUser, path string, filter []byte, creat
 	if err := caps.apply(); err != nil {
 		return 125, err
 	}
+	// Before the late seccomp load, as runc does: a profile strict enough
+	// to refuse what closing takes must still let the command start.
+	if err := closeExecFrom(3); err != nil {
+		return 125, err
+	}
 	if p.NoNewPrivileges {
 		if err := loadSeccomp(filter); err != nil {
 			return 125, err
 		}
 	}
-	if err := closeExecFrom(3); err != nil {
-		return 125, err
+	// A SIGHUP or SIGINT ignored where lamina was started (nohup, a
+	// script's background job) stays ignored in a Go process, and execve
+	// keeps what is ignored: the command would ignore them too, and
+	// lamina stop with a STOPSIGNAL of SIGINT would not stop it. Handled
+	// signals are reset to their defaults by execve.
+	for _, sig := range []unix.Signal{unix.SIGHUP, unix.SIGINT} {
+		if err := defaultSignal(sig); err != nil {
+			return 125, err
+		}
 	}
 	err = unix.Exec(path, p.Args, env)
 	code := ExitCannotExecute
@@ -448,8 +460,12 @@ func setUser(u execUser) error {
 
 // closeExecFrom marks every fd from lowest up close-on-exec, so nothing of
 // lamina's (the sync socket, the sealed binary, a stray host directory)
-// survives into the container's command (CVE-2024-21626).
+// survives into the container's command (CVE-2024-21626). close_range does
+// it in one call; kernels before 5.11 get the walk of /proc/self/fd.
 func closeExecFrom(lowest int) error {
+	if unix.CloseRange(uint(lowest), ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return nil
+	}
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return fmt.Errorf("list fds: %w", err)

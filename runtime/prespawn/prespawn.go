@@ -19,9 +19,11 @@ package prespawn
 /*
 #cgo CFLAGS: -Wall
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -38,60 +40,76 @@ static void lamina_close(int *fds, int n) {
 			close(fds[i]);
 }
 
-// glibc passes argc and argv to ELF constructors.
+// lamina_stdio_open opens /dev/null on whichever of fds 0-2 is closed, as
+// the Go runtime would a moment later (runtime.checkfds): else the pipes
+// below would take those numbers and the CLI would read its monitor's
+// report as its stdin. It reports whether 0-2 are all open.
+static int lamina_stdio_open(void) {
+	for (int i = 0; i < 3; i++) {
+		if (fcntl(i, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int fd = open("/dev/null", O_RDWR);
+		if (fd != i) {
+			if (fd >= 0)
+				close(fd);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+// glibc passes argc and argv to ELF constructors (lamina is built against
+// glibc; musl passes nothing).
 __attribute__((constructor)) static void lamina_prespawn(int argc, char **argv) {
-	if (argc < 2 || !argv || strcmp(argv[1], "run") != 0)
+	if (argc < 2 || !argv || strcmp(argv[1], "run") != 0 || !lamina_stdio_open())
 		return;
 	// The layout runtime.Store.Prepare gives a monitor: fd 3 the report
 	// pipe's write end, fd 4 the ID pipe's read end, fd 5 the monitor's
-	// end of the attach socketpair.
-	int report[2] = {-1, -1}, id[2] = {-1, -1}, attach[2] = {-1, -1};
-	if (pipe2(report, O_CLOEXEC) < 0 || pipe2(id, O_CLOEXEC) < 0 ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, attach) < 0) {
-		lamina_close(report, 2), lamina_close(id, 2), lamina_close(attach, 2);
+	// end of the attach socketpair. fds[0..5] are the pipes' and the
+	// socketpair's ends, fds[6..8] copies above 5 of the child's ends.
+	int fds[9] = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
+	if (pipe2(fds, O_CLOEXEC) < 0 || pipe2(fds + 2, O_CLOEXEC) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds + 4) < 0) {
+		lamina_close(fds, 9);
 		return; // the CLI spawns its monitor later, and reports any error
 	}
-	// Every fd the child keeps must be above 5 before the dup2s, or one
-	// dup2 would overwrite another's source.
-	int orig[3] = {report[1], id[0], attach[1]}, keep[3] = {report[1], id[0], attach[1]};
+	// The child's ends move above 5 first, or one dup2 below could
+	// overwrite another's source.
+	int child[3] = {fds[1], fds[2], fds[5]};
 	for (int i = 0; i < 3; i++) {
-		if (keep[i] <= 5) {
-			int fd = fcntl(keep[i], F_DUPFD_CLOEXEC, 6);
-			if (fd < 0) {
-				lamina_close(report, 2), lamina_close(id, 2), lamina_close(attach, 2);
-				return;
-			}
-			keep[i] = fd;
+		if ((fds[6 + i] = fcntl(child[i], F_DUPFD_CLOEXEC, 6)) < 0) {
+			lamina_close(fds, 9);
+			return;
 		}
 	}
 	// vfork: the parent waits only until the exec, and neither copies the
 	// other's page tables. The child makes system calls only.
 	pid_t pid = vfork();
 	if (pid < 0) {
-		lamina_close(report, 2), lamina_close(id, 2), lamina_close(attach, 2);
+		lamina_close(fds, 9);
 		return;
 	}
 	if (pid == 0) {
 		// Detached in its own session, so that the container outlives
-		// the CLI; stdio is /dev/null until the monitor has its log.
+		// the CLI, and in /, so that it holds no filesystem busy; stdio
+		// is /dev/null until the monitor has its log. Nothing the CLI
+		// inherited beyond its stdio reaches the monitor.
 		setsid();
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
-		    dup2(keep[0], 3) < 0 || dup2(keep[1], 4) < 0 || dup2(keep[2], 5) < 0)
+		    dup2(fds[6], 3) < 0 || dup2(fds[7], 4) < 0 || dup2(fds[8], 5) < 0 || chdir("/") < 0)
 			_exit(125);
+		syscall(SYS_close_range, 6, ~0U, 0);
 		char *args[] = {argv[0], "__monitor", NULL};
 		execve("/proc/self/exe", args, environ);
 		_exit(125);
 	}
-	for (int i = 0; i < 3; i++) {
-		if (keep[i] != orig[i])
-			close(keep[i]);
-		close(orig[i]);
-	}
+	lamina_close(child, 3);
+	lamina_close(fds + 6, 3);
 	lamina_prespawn_pid = pid;
-	lamina_prespawn_report = report[0];
-	lamina_prespawn_id = id[1];
-	lamina_prespawn_attach = attach[0];
+	lamina_prespawn_report = fds[0];
+	lamina_prespawn_id = fds[3];
+	lamina_prespawn_attach = fds[4];
 }
 */
 import "C"
