@@ -54,6 +54,8 @@ func Init() error {
 	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
 	unix.Umask(0o022)
 	sock := os.NewFile(3, "sync")
+	// Spawned ahead of its container, init has time on its hands.
+	warmDecoder()
 	msg, stdio, err := RecvSync(sock)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)

@@ -131,3 +131,33 @@ type ExecRequest struct {
 	// Filter is the container's compiled seccomp program.
 	Filter []byte `json:"filter,omitempty"`
 }
+
+// warmDecoder decodes a bootstrap message shaped like a real one while
+// init waits for its own: a process's first decode pays for faulting in
+// the decoder's code and building its type caches, and the real message
+// is decoded on the path of the container's start.
+func warmDecoder() {
+	var one int64 = 1
+	b, err := json.Marshal(SyncMsg{Type: "bootstrap", Protocol: Protocol, Filter: []byte{0}, Spec: &specs.Spec{
+		Process: &specs.Process{
+			Args: []string{"x"}, Env: []string{"A=b"}, Cwd: "/",
+			Capabilities: &specs.LinuxCapabilities{Bounding: []string{"x"}, Effective: []string{"x"}, Permitted: []string{"x"}},
+			Rlimits:      []specs.POSIXRlimit{{Type: "x", Hard: 1, Soft: 1}},
+		},
+		Root:        &specs.Root{Path: "/"},
+		Hostname:    "x",
+		Mounts:      []specs.Mount{{Destination: "/x", Type: "x", Source: "x", Options: []string{"x"}}},
+		Annotations: map[string]string{"x": "y"},
+		Linux: &specs.Linux{
+			Namespaces:    []specs.LinuxNamespace{{Type: specs.PIDNamespace}},
+			Resources:     &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &one}, Pids: &specs.LinuxPids{Limit: &one}, CPU: &specs.LinuxCPU{Quota: &one}},
+			MaskedPaths:   []string{"/x"},
+			ReadonlyPaths: []string{"/x"},
+		},
+	}})
+	if err != nil {
+		return
+	}
+	var m SyncMsg
+	_ = json.Unmarshal(b, &m)
+}
