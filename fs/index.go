@@ -2,6 +2,7 @@ package fs
 
 import (
 	"path"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,16 @@ import (
 // than an lstat, and whiteouts in both dialects (kernel char 0/0 and OCI
 // ".wh.NAME") and the OCI opaque marker are found in the same pass.
 //
+// A listing is read in two steps. The first (fill) takes the names and
+// types getdents gives, and is all a lookup through the directory needs;
+// the second takes the lstat of every entry, which readdirplus and
+// getattr want, in the background (prefetcher): on a cold cache it is
+// most of the cost of a listing, and a walk (find, du, a stat of every
+// file) would otherwise wait for all of a directory's subdirectories to
+// be stat'ed before it could look any of them up. Whoever wants an
+// entry's stat before the background gets to it takes it itself
+// (layerIndex.stat).
+//
 // Invariant: a dirIndex is immutable once published; the lazily filled
 // stat cache of an entry is written once, atomically.
 
@@ -28,7 +39,9 @@ type dirIndex struct {
 	opaque    bool          // overlay opaque xattr or OCI ".wh..wh..opq"
 	redirect  string
 	entries   map[string]*lentry
+	names     []string // the keys of entries, sorted
 	whiteouts map[string]bool
+	statted   atomic.Bool // the stat of its entries is queued or done (prefetcher.stat)
 }
 
 // lentry is one name in a lower directory.
@@ -48,10 +61,12 @@ type layerIndex struct {
 	// mayBlock, if set, is called before a listing that takes more than
 	// one getdents (see union.mayBlock).
 	mayBlock func()
+	// ahead reads listings and stats entries in the background.
+	ahead *prefetcher
 }
 
-func newLayerIndex(ns cow.XattrNS, root string, dev uint64) *layerIndex {
-	return &layerIndex{ns: ns, root: root, dev: dev, dirs: make(map[string]*dirIndex)}
+func newLayerIndex(ns cow.XattrNS, root string, dev uint64, ahead *prefetcher) *layerIndex {
+	return &layerIndex{ns: ns, root: root, dev: dev, dirs: make(map[string]*dirIndex), ahead: ahead}
 }
 
 // abs is the absolute path of rel ("" is the layer root) in the layer.
@@ -62,26 +77,19 @@ func (l *layerIndex) abs(rel string) string {
 	return l.root + "/" + rel
 }
 
-// dir returns the listing of the directory rel, reading it on first use;
-// a second caller waits for the first one's reading.
+// dir returns the listing of the directory rel, reading it on first use
+// (and starting the stat of its entries in the background); a second
+// caller waits for the first one's reading.
 func (l *layerIndex) dir(rel string) *dirIndex {
 	d, mine := l.claim(rel)
 	if mine {
 		l.fill(d, rel, l.mayBlock)
 		close(d.ready)
+		l.ahead.stat(l, rel, d, true)
 	} else {
 		<-d.ready
 	}
 	return d
-}
-
-// dirAhead is dir for prefetch: it reads rel if nobody has started to,
-// and waits for nothing.
-func (l *layerIndex) dirAhead(rel string) {
-	if d, mine := l.claim(rel); mine {
-		l.fill(d, rel, nil)
-		close(d.ready)
-	}
 }
 
 // claim returns rel's listing, and whether the caller made it and must
@@ -98,15 +106,10 @@ func (l *layerIndex) claim(rel string) (*dirIndex, bool) {
 }
 
 // prefetch reads the listings of the directories rels of this layer that
-// are not read yet, in the background: a walk of the union (find, du, a
-// stat of every file) then finds them ready, the reading done on the
-// other CPU while the kernel and the walker handle the parent.
+// are not read yet, and then stats their entries, in the background (see
+// prefetcher).
 func (l *layerIndex) prefetch(rels []string) {
-	go func() {
-		for _, rel := range rels {
-			l.dirAhead(rel)
-		}
-	}()
+	l.ahead.list(l, rels)
 }
 
 // fill lists the directory rel into d with getdents, classifying
@@ -126,40 +129,19 @@ func (l *layerIndex) fill(d *dirIndex, rel string, mayBlock func()) {
 	buf := make([]byte, 32*1024)
 	for i := 0; ; i++ {
 		if i == 1 && mayBlock != nil {
-			mayBlock() // a large directory: a few thousand fstatat
+			mayBlock() // a large directory
 		}
 		n, err := unix.Getdents(fd, buf)
 		if err != nil || n <= 0 {
 			break
 		}
 		for b := buf[:n]; len(b) > 0; {
-			ino, reclen, _, name := parseDirent(b)
+			ino, reclen, typ, name := parseDirent(b)
 			b = b[reclen:]
 			if name == "." || name == ".." || reclen == 0 {
 				continue
 			}
-			if strings.HasPrefix(name, cow.OCIWhiteoutPrefix) {
-				if name == cow.OCIOpaqueMarker {
-					d.opaque = true
-				} else if w := name[len(cow.OCIWhiteoutPrefix):]; w != "" {
-					d.whiteouts[w] = true
-				}
-				continue
-			}
-			// Every entry is stat'ed now, relative to the open directory:
-			// readdirplus will want all of them, and a stat by full path
-			// later would walk the whole path again.
-			var st unix.Stat_t
-			if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
-				continue
-			}
-			if cow.IsWhiteoutStat(&st) {
-				d.whiteouts[name] = true
-				continue
-			}
-			e := &lentry{ino: ino, typ: st.Mode & unix.S_IFMT}
-			e.st.Store(&st)
-			d.entries[name] = e
+			d.add(fd, name, ino, typ)
 		}
 	}
 	// A name with both an entry and an OCI whiteout in the same layer is
@@ -167,6 +149,39 @@ func (l *layerIndex) fill(d *dirIndex, rel string, mayBlock func()) {
 	for w := range d.whiteouts {
 		delete(d.entries, w)
 	}
+	d.names = make([]string, 0, len(d.entries))
+	for name := range d.entries {
+		d.names = append(d.names, name)
+	}
+	sort.Strings(d.names)
+}
+
+// add enters one name that getdents returned on fd into d. Only a
+// character device (perhaps a whiteout) or an entry of unknown type is
+// stat'ed here; the type of the others is the d_type getdents gave.
+func (d *dirIndex) add(fd int, name string, ino uint64, dt uint8) {
+	if strings.HasPrefix(name, cow.OCIWhiteoutPrefix) {
+		if name == cow.OCIOpaqueMarker {
+			d.opaque = true
+		} else if w := name[len(cow.OCIWhiteoutPrefix):]; w != "" {
+			d.whiteouts[w] = true
+		}
+		return
+	}
+	e := &lentry{ino: ino, typ: dtToMode(dt)}
+	if dt == unix.DT_CHR || e.typ == 0 {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return
+		}
+		if cow.IsWhiteoutStat(&st) {
+			d.whiteouts[name] = true
+			return
+		}
+		e.typ = st.Mode & unix.S_IFMT
+		e.st.Store(&st)
+	}
+	d.entries[name] = e
 }
 
 // stat returns the (cached) lstat of the entry name in directory rel.
@@ -178,8 +193,8 @@ func (l *layerIndex) stat(rel, name string, e *lentry) (*unix.Stat_t, error) {
 	if err := unix.Lstat(l.abs(path.Join(rel, name)), &st); err != nil {
 		return nil, err
 	}
-	e.st.Store(&st)
-	return &st, nil
+	e.st.CompareAndSwap(nil, &st)
+	return e.st.Load(), nil
 }
 
 // parseDirent decodes one linux_dirent64 record.

@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"path"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -60,55 +59,78 @@ func (u *union) listUpper(p string) (ents []fuse.DirEntry, hidden map[string]boo
 	return ents, hidden, 0
 }
 
-// merged lists directory d as the union shows it: the upper entries, then
-// each lower layer's entries not already seen nor whited out above, in
-// name order within each layer.
+// lowerName says where a listed entry of a lower layer lives, so that a
+// readdirplus can look it up without resolving the name again.
+type lowerName struct {
+	layer int
+	dir   string  // its directory in that layer
+	le    *lentry // nil for an upper entry
+}
+
+// merged lists directory d as the union shows it, after the entries
+// head: the upper entries, then each lower layer's entries not already
+// seen nor whited out above, in name order within each layer. from, if
+// not nil, gets where each entry came from (the zero lowerName for head
+// and upper entries).
 //
 // Preconditions: u.mu is held.
-func (u *union) merged(d dirState, opaque bool) ([]fuse.DirEntry, syscall.Errno) {
-	var out []fuse.DirEntry
-	seen := map[string]bool{}
+func (u *union) merged(d dirState, opaque bool, head []fuse.DirEntry, from *[]lowerName) ([]fuse.DirEntry, syscall.Errno) {
+	var ups []fuse.DirEntry
+	var upper map[string]bool // names the upper directory holds or whites out
 	if d.upper && !u.readOnly() {
 		ents, hidden, errno := u.listUpper(u.upperPath(d.rel))
 		if errno != 0 {
 			return nil, errno
 		}
+		upper = hidden
 		for _, e := range ents {
-			seen[e.Name] = true
+			upper[e.Name] = true
 		}
-		for name := range hidden {
-			seen[name] = true
+		ups = ents
+	}
+	var lowers []*dirIndex
+	n := len(head) + len(ups)
+	if !opaque {
+		lowers = make([]*dirIndex, len(d.lowers))
+		for i, s := range d.lowers {
+			lowers[i] = u.lowers[s.layer].dir(s.path)
+			n += len(lowers[i].names)
 		}
-		out = ents
 	}
-	if opaque {
-		return out, 0
+	out := append(append(make([]fuse.DirEntry, 0, n), head...), ups...)
+	if from != nil {
+		*from = make([]lowerName, len(out), n)
 	}
-	for _, s := range d.lowers {
-		l := u.lowers[s.layer]
-		di := l.dir(s.path)
+	var above []*dirIndex // the listings of the lower layers already merged
+	for i, di := range lowers {
+		s, l := d.lowers[i], u.lowers[d.lowers[i].layer]
 		if di.missing {
 			continue
 		}
-		names := make([]string, 0, len(di.entries))
-		for name := range di.entries {
-			if !seen[name] {
-				names = append(names, name)
+		for _, name := range di.names {
+			if upper[name] || shadowed(above, name) {
+				continue
 			}
-		}
-		sort.Strings(names)
-		for _, name := range names {
 			le := di.entries[name]
 			out = append(out, fuse.DirEntry{Name: name, Mode: le.typ, Ino: u.inos.fromStat(l.dev, le.ino)})
+			if from != nil {
+				*from = append(*from, lowerName{layer: s.layer, dir: s.path, le: le})
+			}
 		}
-		for _, name := range names {
-			seen[name] = true
-		}
-		for name := range di.whiteouts {
-			seen[name] = true
-		}
+		above = append(above, di)
 	}
 	return out, 0
+}
+
+// shadowed reports whether one of the lower listings ds holds or whites
+// out name.
+func shadowed(ds []*dirIndex, name string) bool {
+	for _, d := range ds {
+		if d.entries[name] != nil || d.whiteouts[name] {
+			return true
+		}
+	}
+	return false
 }
 
 // prefetchSubdirs starts reading, in the background, the lower listings
@@ -122,14 +144,13 @@ func (u *union) prefetchSubdirs(d dirState) {
 	for _, s := range d.lowers {
 		l := u.lowers[s.layer]
 		di := l.dir(s.path)
-		var subs []string
-		for name, le := range di.entries {
-			if le.typ == unix.S_IFDIR {
+		var subs []string // in name order, the order a walk visits them in
+		for _, name := range di.names {
+			if di.entries[name].typ == unix.S_IFDIR {
 				subs = append(subs, path.Join(s.path, name))
 			}
 		}
 		if len(subs) > 0 {
-			sort.Strings(subs) // the order a walk visits them in
 			l.prefetch(subs)
 		}
 	}
@@ -139,25 +160,41 @@ func (u *union) prefetchSubdirs(d dirState) {
 //
 // Preconditions: u.mu is held.
 func (u *union) isEmpty(d dirState) (bool, syscall.Errno) {
-	ents, errno := u.merged(d, false)
+	ents, errno := u.merged(d, false, nil, nil)
 	return len(ents) == 0, errno
 }
 
-var _ = (gofs.NodeReaddirer)((*node)(nil))
+var _ = (gofs.NodeOpendirHandler)((*node)(nil))
 
-// Readdir implements gofs.NodeReaddirer. The listing is made once per
-// open directory, so offsets stay valid for seekdir and telldir.
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	u := n.u
+// OpendirHandle implements gofs.NodeOpendirHandler.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{n: n}, 0, 0
+}
+
+// dirHandle is an open directory. Its listing is made at the first read
+// and kept, so offsets stay valid for seekdir and telldir, together with
+// where each entry came from: the lookups of a readdirplus (Lookup) then
+// need not resolve the names again.
+type dirHandle struct {
+	n     *node
+	made  bool
+	ents  []fuse.DirEntry
+	from  []lowerName // where ents[i] came from
+	epoch uint64      // u.mu's epoch when the listing was made
+	pos   int         // the next entry to read
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
+)
+
+// list makes h's listing.
+func (h *dirHandle) list() syscall.Errno {
+	n, u := h.n, h.n.u
 	u.mu.RLock()
 	defer u.mu.RUnlock()
-	ents, errno := u.merged(n.dirState(), n.opaque)
-	if errno != 0 {
-		return nil, errno
-	}
-	if !n.opaque {
-		u.prefetchSubdirs(n.dirState())
-	}
 	parentIno := n.ino
 	if _, p := n.Parent(); p != nil {
 		parentIno = p.StableAttr().Ino
@@ -166,43 +203,95 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if n.IsRoot() {
 		self, parentIno = 1, 1
 	}
-	all := make([]fuse.DirEntry, 0, len(ents)+2)
-	all = append(all,
-		fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: self},
-		fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno})
-	for _, e := range ents {
+	dots := []fuse.DirEntry{
+		{Name: ".", Mode: unix.S_IFDIR, Ino: self},
+		{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno},
+	}
+	d := n.dirState()
+	ents, errno := u.merged(d, n.opaque, dots, &h.from)
+	if errno != 0 {
+		return errno
+	}
+	if !n.opaque {
+		u.prefetchSubdirs(d)
+	}
+	// Names like OCI whiteouts are markers, never entries.
+	h.ents = ents[:0]
+	k := 0
+	for i, e := range ents {
 		if strings.HasPrefix(e.Name, cow.OCIWhiteoutPrefix) {
 			continue
 		}
-		all = append(all, e)
+		h.ents = append(h.ents, e)
+		h.from[k] = h.from[i]
+		k++
 	}
-	for i := range all {
-		all[i].Off = uint64(i + 1)
+	h.from = h.from[:k]
+	for i := range h.ents {
+		h.ents[i].Off = uint64(i + 1)
 	}
-	return &dirStream{ents: all}, 0
+	h.epoch = u.mu.epoch.Load()
+	h.made = true
+	return 0
 }
 
-// dirStream serves a fixed listing with seekable offsets.
-type dirStream struct {
-	ents []fuse.DirEntry
-	pos  int
+// Readdirent implements gofs.FileReaddirenter.
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !h.made {
+		if errno := h.list(); errno != 0 {
+			return nil, errno
+		}
+	}
+	if h.pos >= len(h.ents) {
+		return nil, 0
+	}
+	h.pos++
+	return &h.ents[h.pos-1], 0
 }
-
-func (s *dirStream) HasNext() bool { return s.pos < len(s.ents) }
-
-func (s *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
-	e := s.ents[s.pos]
-	s.pos++
-	return e, 0
-}
-
-func (s *dirStream) Close() {}
 
 // Seekdir implements gofs.FileSeekdirer: offset k is just after entry k.
-func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off > uint64(len(s.ents)) {
-		off = uint64(len(s.ents))
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if !h.made {
+		if errno := h.list(); errno != 0 {
+			return errno
+		}
 	}
-	s.pos = int(off)
+	h.pos = int(min(off, uint64(len(h.ents))))
 	return 0
+}
+
+// Lookup implements gofs.FileLookuper, for readdirplus. A non-directory
+// of a lower layer that the listing shows is what a lookup would find as
+// long as nothing changed in the union since the listing was made (every
+// change takes u.mu for writing, which starts a new epoch): it is made
+// into a node from the listing's stat, with no new resolving. Anything
+// else is looked up as usual.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if h.pos > 0 && h.ents[h.pos-1].Name == name {
+		if ch := h.lookupListed(ctx, h.from[h.pos-1], name, out); ch != nil {
+			return ch, 0
+		}
+	}
+	return h.n.Lookup(ctx, name, out)
+}
+
+// lookupListed makes the node of the listed lower non-directory name
+// from s, or returns nil if the listing may be out of date or s is not
+// such an entry.
+func (h *dirHandle) lookupListed(ctx context.Context, s lowerName, name string, out *fuse.EntryOut) *gofs.Inode {
+	if s.le == nil || s.le.typ == unix.S_IFDIR {
+		return nil
+	}
+	u := h.n.u
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if u.mu.epoch.Load() != h.epoch {
+		return nil
+	}
+	st, err := u.lowers[s.layer].stat(s.dir, name, s.le)
+	if err != nil {
+		return nil
+	}
+	e := entry{lower: &src{layer: s.layer, path: path.Join(s.dir, name)}, lowerSt: st}
+	return u.newNode(ctx, h.n, &e, out)
 }

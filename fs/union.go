@@ -47,7 +47,7 @@ type Config struct {
 
 // union is the state shared by all nodes of one mount.
 type union struct {
-	mu     sync.RWMutex // namespace lock, see package doc
+	mu     nsLock // namespace lock, see package doc
 	lowers []*layerIndex
 	upper  string
 	work   string // <Work>/work: temp objects before they are renamed into place
@@ -62,6 +62,20 @@ type union struct {
 	euid, egid int
 	// server serves the union, once mounted; see mayBlock.
 	server atomic.Pointer[fuse.Server]
+}
+
+// nsLock is the namespace lock. Each write lock starts a new epoch, so
+// that what was read under an earlier read lock is known to be current as
+// long as the epoch has not moved (see dirHandle.Lookup).
+type nsLock struct {
+	sync.RWMutex
+	epoch atomic.Uint64
+}
+
+// Lock takes the lock for writing and starts a new epoch.
+func (l *nsLock) Lock() {
+	l.RWMutex.Lock()
+	l.epoch.Add(1)
 }
 
 // mayBlock is called by a request handler before work that can take
@@ -115,13 +129,14 @@ func newUnion(cfg Config) (*union, error) {
 		return abs, nil
 	}
 	var lowerAbs []string
+	ahead := &prefetcher{}
 	for _, l := range cfg.Lower {
 		abs, err := check("lowerdir", l)
 		if err != nil {
 			return nil, err
 		}
 		lowerAbs = append(lowerAbs, abs)
-		l := newLayerIndex(u.ns, abs, devs[len(devs)-1])
+		l := newLayerIndex(u.ns, abs, devs[len(devs)-1], ahead)
 		l.mayBlock = u.mayBlock
 		u.lowers = append(u.lowers, l)
 	}

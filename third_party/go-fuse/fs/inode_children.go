@@ -77,7 +77,10 @@ func (c *inodeChildren) compact() {
 func (c *inodeChildren) set(parent *Inode, name string, ch *Inode) {
 	idx, ok := c.childrenMap[name]
 	if !ok {
-		if cap(c.children) == len(c.children) {
+		// Compact only if removals left holes: otherwise append grows
+		// the slice, and the map need not be built again (a readdirplus
+		// of a large directory adds thousands of children in a row).
+		if cap(c.children) == len(c.children) && len(c.childrenMap) < len(c.children) {
 			c.compact()
 		}
 
