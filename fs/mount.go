@@ -69,6 +69,9 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		// Modes are the layers' own: go-fuse would otherwise show a file
+		// with no permission bits (mode 000) as 0644.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			AllowOther:  opts.AllowOther,
 			FsName:      opts.FsName,
@@ -82,6 +85,9 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 			// its cost here (research/gofuse-tuning.md). Handlers that
 			// may block for long hand reading on first (u.mayBlock).
 			InlineReader: true,
+			// This process never opens files on its own mount, and one
+			// killed with such a file open could never exit (LAMINA.md).
+			NoPollHack: true,
 			// The server clears set-id bits itself (it changes the layers
 			// as root, so the kernel's own rules for chown, truncate and
 			// write apply there; see killSuidgid), which spares the

@@ -143,3 +143,56 @@ func readInTwo(t *testing.T, dir string, between func()) []string {
 	return names
 }
 
+// Files and directories with no permission bits show as mode 000, as
+// kernel overlay shows them, whether found by a lookup (directory "look")
+// or by a readdirplus (directory "list", read before any lookup).
+func TestNoPermissionBitsLikeOverlay(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	modes := map[string]map[string]string{}
+	for _, d := range []struct {
+		name string
+		drv  driver.Driver
+	}{{"overlay", fsops.Overlay()}, {"laminafs", fsops.Laminafs(t)}} {
+		base := t.TempDir()
+		for _, sub := range []string{"l0/look", "l0/list", "u", "w"} {
+			if err := os.MkdirAll(filepath.Join(base, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, dir := range []string{"look", "list"} {
+			f, dd := filepath.Join(base, "l0", dir, "none"), filepath.Join(base, "l0", dir, "nonedir")
+			if err := os.WriteFile(f, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(dd, 0); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{f, dd} {
+				if err := os.Chmod(p, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		mnt := fsops.Mount(t, d.drv, driver.Layers{Lower: []string{filepath.Join(base, "l0")},
+			Upper: filepath.Join(base, "u"), Work: filepath.Join(base, "w")})
+		if _, err := os.ReadDir(filepath.Join(mnt, "list")); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, dir := range []string{"look", "list"} {
+			for _, nm := range []string{"none", "nonedir"} {
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Join(mnt, dir, nm), &st); err != nil {
+					t.Fatal(err)
+				}
+				got[dir+"/"+nm] = fmt.Sprintf("%o", st.Mode)
+			}
+		}
+		modes[d.name] = got
+	}
+	for k, w := range modes["overlay"] {
+		if g := modes["laminafs"][k]; g != w {
+			t.Errorf("%s: laminafs mode %s, overlay %s", k, g, w)
+		}
+	}
+}

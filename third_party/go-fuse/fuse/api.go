@@ -266,6 +266,15 @@ type MountOptions struct {
 	// Server.EnsureReader first, or every other request waits for it.
 	InlineReader bool
 
+	// NoPollHack, if set, skips the open and poll of a hidden file on the
+	// new mount that WaitMount otherwise does, so that the kernel learns
+	// early that POLL is not implemented. The server process then never
+	// holds a file on its own mount: one killed while it did would hang
+	// in exit, its close waiting on a FLUSH only it could answer. A server
+	// whose process never opens files on its own mount needs no hack: the
+	// first POLL from another process is answered ENOSYS all the same.
+	NoPollHack bool
+
 	// DisableXAttrs, if set, returns ENOSYS for Getxattr, Setxattr and
 	// Removexattr calls, so the kernel does not issue any Xattr operations
 	// at all.

@@ -861,7 +861,7 @@ func (ms *Server) WaitMount() error {
 	if err != nil {
 		return err
 	}
-	if parseFuseFd(ms.mountPoint) >= 0 {
+	if parseFuseFd(ms.mountPoint) >= 0 || ms.opts.NoPollHack {
 		// Magic `/dev/fd/N` mountpoint. We don't know the real mountpoint, so
 		// we cannot run the poll hack.
 		return nil
