@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -217,7 +216,6 @@ func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error 
 	}
 	defer ln.Close()
 	defer os.Remove(c.File("attach.sock"))
-	initproc.PrepareMountpoints(spec)
 	filter, err := seccompFilter(m.s.seccompDir(), spec.Linux.Seccomp)
 	if err != nil {
 		return abort(err)

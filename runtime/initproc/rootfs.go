@@ -175,40 +175,6 @@ func makeMountpoint(dest string, m specs.Mount, isBind bool) error {
 	return nil
 }
 
-// PrepareMountpoints creates, in the root filesystem at spec.Root.Path,
-// the mount points init will need and the image lacks (/etc/hosts, bind
-// mount targets), as mountInRoot would, with the same resolution inside
-// the root. The monitor calls it while init's process starts: on a union
-// filesystem a new mount point costs a copy-up, which init then finds
-// done. It is best effort: init makes whatever is still missing, and its
-// errors are the ones reported. Mount points nested in another of the
-// spec's mounts (/dev/pts in /dev's tmpfs) and those of proc, sysfs and
-// cgroup mounts are init's alone.
-func PrepareMountpoints(spec *specs.Spec) {
-	rootfs := spec.Root.Path
-	for _, m := range spec.Mounts {
-		if m.Type == "proc" || m.Type == "sysfs" || m.Type == "cgroup" || nestedMount(spec.Mounts, m.Destination) {
-			continue
-		}
-		dest, err := securejoin.SecureJoin(rootfs, m.Destination)
-		if err != nil {
-			continue
-		}
-		flags, _, _ := parseMountOptions(m.Options)
-		_ = makeMountpoint(dest, m, m.Type == "bind" || flags&unix.MS_BIND != 0)
-	}
-}
-
-// nestedMount reports whether dest lies below another mount's destination.
-func nestedMount(mounts []specs.Mount, dest string) bool {
-	for _, o := range mounts {
-		if o.Destination != dest && strings.HasPrefix(dest, strings.TrimSuffix(o.Destination, "/")+"/") {
-			return true
-		}
-	}
-	return false
-}
-
 func mkfile(p string) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil
