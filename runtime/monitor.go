@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lamina-project/lamina/fs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -68,6 +69,9 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
 	// monitor still collects, at five times its live heap.
 	debug.SetGCPercent(400)
+	// The monitor serves the container's union (laminafs) from this
+	// process.
+	fs.SetServerProcs()
 	m := &monitor{report: report, attached: make(chan struct{})}
 	// While the CLI creates the container, the container's init starts in
 	// docker's default namespaces; a container with others gets a new

@@ -37,6 +37,7 @@ func fail(format string, args ...any) int {
 }
 
 func run(args []string) int {
+	fs.SetServerProcs()
 	for _, a := range args {
 		switch a {
 		case "-h", "--help":
