@@ -15,6 +15,17 @@ import (
 	"github.com/lamina-project/lamina/internal/testutil"
 )
 
+type namedDriver struct {
+	name string
+	drv  driver.Driver
+}
+
+// overlayAndLaminafs are the oracle and the driver under test, in that
+// order.
+func overlayAndLaminafs(t *testing.T) []namedDriver {
+	return []namedDriver{{"overlay", fsops.Overlay()}, {"laminafs", fsops.Laminafs(t)}}
+}
+
 // A readdirplus makes the nodes of the lower files it lists from the
 // listing, without resolving their names again (dirHandle.Lookup). A
 // directory read in several parts whose later names change in between
@@ -28,10 +39,7 @@ func TestReaddirplusAfterChangeLikeOverlay(t *testing.T) {
 	// reach.
 	chmodded, removed, written, shadowed, ociHidden := name(n-10), name(n-9), name(n-8), name(n-7), name(n-6)
 	results := map[string]map[string]string{}
-	for _, d := range []struct {
-		name string
-		drv  driver.Driver
-	}{{"overlay", fsops.Overlay()}, {"laminafs", fsops.Laminafs(t)}} {
+	for _, d := range overlayAndLaminafs(t) {
 		base := t.TempDir()
 		for _, sub := range []string{"l0/d", "l1/d", "u", "w"} {
 			if err := os.MkdirAll(filepath.Join(base, sub), 0o755); err != nil {
@@ -149,10 +157,7 @@ func readInTwo(t *testing.T, dir string, between func()) []string {
 func TestNoPermissionBitsLikeOverlay(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	modes := map[string]map[string]string{}
-	for _, d := range []struct {
-		name string
-		drv  driver.Driver
-	}{{"overlay", fsops.Overlay()}, {"laminafs", fsops.Laminafs(t)}} {
+	for _, d := range overlayAndLaminafs(t) {
 		base := t.TempDir()
 		for _, sub := range []string{"l0/look", "l0/list", "u", "w"} {
 			if err := os.MkdirAll(filepath.Join(base, sub), 0o755); err != nil {

@@ -27,11 +27,7 @@ func ExecInit() error {
 		return fmt.Errorf("exec helper: no request: %v", err)
 	}
 	req := m.Exec
-	fail := func(code int, err error) error {
-		_ = SendSync(sock, SyncMsg{Type: "error", Error: err.Error(), Code: code})
-		os.Exit(code)
-		return err
-	}
+	fail := failer(sock)
 	if req.Process.Terminal {
 		if err := setupConsole(sock, false); err != nil {
 			return fail(125, err)

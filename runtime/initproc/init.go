@@ -75,11 +75,7 @@ func Init() error {
 		return fmt.Errorf("init: %w", err)
 	}
 	spec := msg.Spec
-	fail := func(code int, err error) error {
-		_ = SendSync(sock, SyncMsg{Type: "error", Error: err.Error(), Code: code})
-		os.Exit(code)
-		return err
-	}
+	fail := failer(sock)
 	if err := setupContainer(spec, sock); err != nil {
 		return fail(125, err)
 	}
@@ -118,6 +114,16 @@ func takeStdio(files []*os.File) error {
 		}
 	}
 	return nil
+}
+
+// failer returns the way out of a failed setup: tell the other end of
+// sock why, and exit with code (docker's 125, 126 or 127).
+func failer(sock *os.File) func(code int, err error) error {
+	return func(code int, err error) error {
+		_ = SendSync(sock, SyncMsg{Type: "error", Error: err.Error(), Code: code})
+		os.Exit(code)
+		return err
+	}
 }
 
 func hasNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
