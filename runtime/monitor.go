@@ -19,7 +19,7 @@ import (
 )
 
 // MonitorCommand is the hidden argument that makes the lamina binary a
-// container's monitor (`lamina __monitor --root ROOT [--attach]`, see
+// container's monitor (`lamina __monitor`, its orders on fd 4; see
 // start.go).
 const MonitorCommand = "__monitor"
 
