@@ -269,17 +269,8 @@ func opRandRead(p string, n int, seed uint64) (Result, error) {
 func opCopyUp(dir string, n int) (Result, error) {
 	var res Result
 	for i := 0; i < n; i++ {
-		p := filepath.Join(dir, fmt.Sprintf("c%05d", i))
-		f, err := os.OpenFile(p, os.O_WRONLY, 0)
-		if err != nil {
+		if err := rewriteFirstByte(filepath.Join(dir, fmt.Sprintf("c%05d", i)), os.O_WRONLY, '#'); err != nil {
 			return res, err
-		}
-		_, err = f.WriteAt([]byte{'#'}, 0)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return res, fmt.Errorf("write %s: %w", p, err)
 		}
 		res.Files++
 	}
@@ -288,18 +279,27 @@ func opCopyUp(dir string, n int) (Result, error) {
 
 // opCopyUpBig writes block 0's first byte (0) back into a block file.
 func opCopyUpBig(p string) (Result, error) {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
+	if err := rewriteFirstByte(p, os.O_RDWR, 0); err != nil {
 		return Result{}, err
 	}
-	_, err = f.WriteAt([]byte{0}, 0)
+	return Result{Files: 1, Ops: 1}, nil
+}
+
+// rewriteFirstByte opens p with flag and writes b at offset 0: a copy-up
+// of a lower file, whose content b leaves as it was.
+func rewriteFirstByte(p string, flag int, b byte) error {
+	f, err := os.OpenFile(p, flag, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt([]byte{b}, 0)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("write %s: %w", p, err)
+		return fmt.Errorf("write %s: %w", p, err)
 	}
-	return Result{Files: 1, Ops: 1}, nil
+	return nil
 }
 
 func opCreateDelete(dir string, n int) (Result, error) {

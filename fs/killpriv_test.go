@@ -54,11 +54,7 @@ printf x >> rw; chown 1000:1000 rc; chown 0:0 rk`
 				t.Fatal(err)
 			}
 		}
-		for _, sub := range []string{"l", "u", "w"} {
-			if err := os.Mkdir(filepath.Join(base, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
+		mkdirs(t, base, "l", "u", "w")
 		for _, f := range files {
 			p := filepath.Join(base, "l", f.name)
 			if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {

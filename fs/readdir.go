@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"path"
-	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -217,19 +216,15 @@ func (h *dirHandle) list() syscall.Errno {
 	}
 	// Names like OCI whiteouts are markers, never entries.
 	h.ents = ents[:0]
-	k := 0
 	for i, e := range ents {
-		if strings.HasPrefix(e.Name, cow.OCIWhiteoutPrefix) {
+		if reservedName(e.Name) {
 			continue
 		}
+		h.from[len(h.ents)] = h.from[i]
+		e.Off = uint64(len(h.ents) + 1)
 		h.ents = append(h.ents, e)
-		h.from[k] = h.from[i]
-		k++
 	}
-	h.from = h.from[:k]
-	for i := range h.ents {
-		h.ents[i].Off = uint64(i + 1)
-	}
+	h.from = h.from[:len(h.ents)]
 	h.epoch = u.mu.epoch.Load()
 	h.made = true
 	return 0

@@ -20,6 +20,17 @@ type namedDriver struct {
 	drv  driver.Driver
 }
 
+// mkdirs makes each of the directories subs (with their parents) under
+// base.
+func mkdirs(t *testing.T, base string, subs ...string) {
+	t.Helper()
+	for _, sub := range subs {
+		if err := os.MkdirAll(filepath.Join(base, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // overlayAndLaminafs are the oracle and the driver under test, in that
 // order.
 func overlayAndLaminafs(t *testing.T) []namedDriver {
@@ -41,11 +52,7 @@ func TestReaddirplusAfterChangeLikeOverlay(t *testing.T) {
 	results := map[string]map[string]string{}
 	for _, d := range overlayAndLaminafs(t) {
 		base := t.TempDir()
-		for _, sub := range []string{"l0/d", "l1/d", "u", "w"} {
-			if err := os.MkdirAll(filepath.Join(base, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
+		mkdirs(t, base, "l0/d", "l1/d", "u", "w")
 		for i := 0; i < n; i++ {
 			if err := os.WriteFile(filepath.Join(base, "l1/d", name(i)), []byte("lower"), 0o644); err != nil {
 				t.Fatal(err)
@@ -159,11 +166,7 @@ func TestNoPermissionBitsLikeOverlay(t *testing.T) {
 	modes := map[string]map[string]string{}
 	for _, d := range overlayAndLaminafs(t) {
 		base := t.TempDir()
-		for _, sub := range []string{"l0/look", "l0/list", "u", "w"} {
-			if err := os.MkdirAll(filepath.Join(base, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
+		mkdirs(t, base, "l0/look", "l0/list", "u", "w")
 		for _, dir := range []string{"look", "list"} {
 			f, dd := filepath.Join(base, "l0", dir, "none"), filepath.Join(base, "l0", dir, "nonedir")
 			if err := os.WriteFile(f, nil, 0); err != nil {

@@ -25,7 +25,7 @@ type Cgroup struct {
 	Paths map[string]string `json:"paths"`
 }
 
-const cgroupRoot = "/sys/fs/cgroup"
+const cgroupRoot = initproc.CgroupRoot
 
 // v1Controllers are the v1 hierarchies a container joins.
 var v1Controllers = []string{"memory", "pids", "cpu", "freezer"}

@@ -360,11 +360,14 @@ func mountCgroups(dest string, flags uintptr) error {
 	return nil
 }
 
+// CgroupRoot is where the host's cgroup hierarchies are mounted.
+const CgroupRoot = "/sys/fs/cgroup"
+
 // CgroupV2 reports whether the unified hierarchy has the controllers lamina
 // needs. On a hybrid host (v1 controllers, an empty unified tree) it does
 // not, and v1 is used as docker does.
 func CgroupV2() bool {
-	b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+	b, err := os.ReadFile(filepath.Join(CgroupRoot, "cgroup.controllers"))
 	if err != nil {
 		return false
 	}
