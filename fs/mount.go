@@ -25,6 +25,11 @@ type MountOptions struct {
 	// attributes. laminafs is the only writer of its layers, so this can
 	// be long; zero means one hour.
 	CacheTimeout time.Duration
+	// HugeHeapNow backs the server's heap with huge pages from the start
+	// rather than once the union has a thousand nodes (see hugeheap.New):
+	// for a standalone server, which lives long and may be walked at once;
+	// not for a short container's, whose start it would slow.
+	HugeHeapNow bool
 	// Debug logs every FUSE request.
 	Debug bool
 	// FsName is shown as the mount's source in /proc/mounts.
@@ -34,7 +39,7 @@ type MountOptions struct {
 // Mount serves the union cfg at target until it is unmounted. The server
 // runs in the background; call Wait on it to block until unmounted.
 func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
-	u, err := newUnion(cfg)
+	u, err := newUnion(cfg, opts)
 	if err != nil {
 		return nil, err
 	}

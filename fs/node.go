@@ -273,6 +273,7 @@ func (u *union) newNode(ctx context.Context, parent *node, e *entry, out *fuse.E
 		u.fillAttr(ch, e, &out.Attr)
 		out.Ino = ch.ino
 	}
+	u.heap.Step(u.nodes.Add(1))
 	return parent.NewInode(ctx, ch, gofs.StableAttr{Mode: mode & unix.S_IFMT, Ino: ch.ino, Gen: u.inos.generation(ch.ino)})
 }
 

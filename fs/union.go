@@ -36,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lamina-project/lamina/cow"
+	"github.com/lamina-project/lamina/internal/hugeheap"
 )
 
 // Config says which directories make the union.
@@ -62,6 +63,11 @@ type union struct {
 	euid, egid int
 	// server serves the union, once mounted; see mayBlock.
 	server atomic.Pointer[fuse.Server]
+	// nodes counts the nodes made, for heap: each is about 1 KiB of heap
+	// (with go-fuse's Inode and the kernel-facing tables), and a walk of a
+	// large tree makes tens of thousands in a row.
+	nodes atomic.Int64
+	heap  *hugeheap.Grower
 }
 
 // nsLock is the namespace lock. Each write lock starts a new epoch, so
@@ -101,14 +107,14 @@ func (u *union) upperPath(rel string) string {
 }
 
 // newUnion checks cfg and prepares the work directory.
-func newUnion(cfg Config) (*union, error) {
+func newUnion(cfg Config, opts MountOptions) (*union, error) {
 	if len(cfg.Lower) == 0 && cfg.Upper == "" {
 		return nil, errors.New("no layers: need lowerdir or upperdir")
 	}
 	if (cfg.Upper == "") != (cfg.Work == "") {
 		return nil, errors.New("upperdir and workdir must be given together")
 	}
-	u := &union{ns: cow.DefaultNS(), scans: map[int]map[uint64][]string{}, euid: os.Geteuid(), egid: os.Getegid()}
+	u := &union{ns: cow.DefaultNS(), scans: map[int]map[uint64][]string{}, euid: os.Geteuid(), egid: os.Getegid(), heap: hugeheap.New(opts.HugeHeapNow)}
 	var devs []uint64
 	check := func(what, p string) (string, error) {
 		abs, err := filepath.Abs(p)

@@ -69,6 +69,7 @@ func run(args []string) int {
 	if !cl.Foreground && os.Getenv(readyEnv) == "" {
 		return daemonize()
 	}
+	cl.Mount.HugeHeapNow = true // a standalone server lives long
 	srv, err := fs.Mount(target, cl.Config, cl.Mount)
 	if err != nil {
 		return report(err)
