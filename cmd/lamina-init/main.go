@@ -13,6 +13,8 @@ import (
 	"os"
 
 	"github.com/lamina-project/lamina/runtime/initproc"
+	// Its initialisation puts the start-up heap on a huge page.
+	_ "github.com/lamina-project/lamina/internal/hugeheap"
 )
 
 func main() {

@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"github.com/lamina-project/lamina/cli"
+	// Its initialisation puts the start-up heap on a huge page.
+	_ "github.com/lamina-project/lamina/internal/hugeheap"
 	_ "github.com/lamina-project/lamina/runtime/nsenter"
 )
 

@@ -21,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lamina-project/lamina/fs"
+	// Its initialisation puts the start-up heap on a huge page.
+	_ "github.com/lamina-project/lamina/internal/hugeheap"
 )
 
 // readyEnv names the descriptor on which a background child reports

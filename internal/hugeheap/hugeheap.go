@@ -138,3 +138,37 @@ func alignedRange(base uintptr, n int) (lo, hi int) {
 	}
 	return int(start - base), int(end - base)
 }
+
+// init puts the heap a program starts with on huge pages, so that a
+// lamina process's start (the CLI, a container's monitor, lamina-init)
+// does not take a page fault for each 4 KiB its start-up touches: about
+// 300 faults, 4 ms, for `lamina --version`. The runtime maps its first
+// heap as one 4 MiB chunk (its page allocator's unit), 4 MiB aligned,
+// starts allocating at a random page in it (Go 1.26's randomised heap
+// base) and goes up. The huge page around what it has allocated so far,
+// and the one above it in the chunk, are made with MADV_COLLAPSE (about
+// 0.7 ms each here), which copies what is resident there already: the
+// runtime's start has touched both by now. It runs at the initialisation
+// of this package, which every lamina program links, so the
+// initialisation of most others is covered too; like Grower, only in THP
+// mode madvise.
+func init() {
+	if !wanted(readMode(), os.Getenv("GODEBUG")) {
+		return
+	}
+	startHuge(uintptr(unsafe.Pointer(new([64]byte))))
+}
+
+// startChunk is the runtime's unit of heap mapping (pallocChunkBytes).
+const startChunk = 4 << 20
+
+// startHuge backs the heap around address a, and above it to the end of
+// its chunk, with huge pages (see init). Failure (a kernel without
+// MADV_COLLAPSE, no free huge page, a runtime that maps its heap
+// otherwise) leaves things as they were.
+func startHuge(a uintptr) {
+	end := a&^(startChunk-1) + startChunk
+	for p := a &^ (hugePage - 1); p < end; p += hugePage {
+		_, _, _ = unix.Syscall(unix.SYS_MADVISE, p, hugePage, unix.MADV_COLLAPSE)
+	}
+}
