@@ -54,8 +54,9 @@ type Grower struct {
 }
 
 // New returns a Grower that is on when the kernel gives huge pages on
-// request (THP mode "madvise") and GODEBUG does not turn them off
-// (disablethp=1); in mode "always" the heap has them already. With now,
+// request (THP mode "madvise") and neither GODEBUG (disablethp=1) nor
+// LAMINA_HUGEHEAP=off turns them off; in mode "always" the heap has them
+// already. With now,
 // the first region is made at once, in the background, rather than when
 // the count reaches its first threshold: for a server that lives long and
 // expects large trees, so that its own start-up allocations and the first
@@ -64,7 +65,7 @@ type Grower struct {
 func New(now bool) *Grower {
 	g := &Grower{extend: extend}
 	switch {
-	case !wanted(readMode(), os.Getenv("GODEBUG")):
+	case !on():
 		g.next.Store(math.MaxInt64)
 	case now:
 		g.next.Store(every)
@@ -87,6 +88,16 @@ func (g *Grower) Step(n int64) {
 		go g.extend()
 	}
 }
+
+// on reports whether this process should use huge pages for its heap.
+func on() bool {
+	return os.Getenv(offEnv) != "off" && wanted(readMode(), os.Getenv("GODEBUG"))
+}
+
+// offEnv, set to "off", keeps a process's heap on small pages: for A/B
+// measurements, or where memory counts more than speed (a huge page is
+// resident as a whole).
+const offEnv = "LAMINA_HUGEHEAP"
 
 func readMode() string {
 	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -153,7 +164,7 @@ func alignedRange(base uintptr, n int) (lo, hi int) {
 // initialisation of most others is covered too; like Grower, only in THP
 // mode madvise.
 func init() {
-	if !wanted(readMode(), os.Getenv("GODEBUG")) {
+	if !on() {
 		return
 	}
 	startHuge(uintptr(unsafe.Pointer(new([64]byte))))

@@ -1,13 +1,16 @@
 package hugeheap
 
 import (
-	"bufio"
+	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestWanted(t *testing.T) {
@@ -92,39 +95,108 @@ func TestStep(t *testing.T) {
 	off.Step(1 << 40)
 }
 
-// TestExtendGivesHugePages checks the mechanism on this kernel: after
-// extend, the objects a server allocates next are on huge pages.
+// TestExtendGivesHugePages checks Grower's mechanism on this kernel: in a
+// fresh process, after extend, the node-sized objects allocated next are
+// on huge pages, and without it they are not.
 func TestExtendGivesHugePages(t *testing.T) {
-	if !wanted(readMode(), os.Getenv("GODEBUG")) {
-		t.Skipf("THP mode is %q, not madvise: nothing to do", strings.TrimSpace(readMode()))
+	if childAction(t) {
+		return
 	}
-	before := anonHuge(t)
-	extend()
-	keep := make([][]byte, 0, 32<<10)
-	for range 32 << 10 { // 32 MiB of node-sized objects, written as nodes are
-		b := make([]byte, 1<<10)
-		b[0] = 1
-		keep = append(keep, b)
+	if got := runChild(t, "TestExtendGivesHugePages", "extend"); got < 16<<20 {
+		t.Errorf("after extend and 32 MiB of small objects, their mapping has %d KiB on huge pages, want at least 16 MiB", got>>10)
 	}
-	after := anonHuge(t)
-	if got := after - before; got < 16<<20 {
-		t.Errorf("AnonHugePages grew by %d KiB after extend and 32 MiB of small objects, want at least 16 MiB", got>>10)
-	}
-	if len(keep) == 0 {
-		t.Fatal("unreachable")
+	if got := runChild(t, "TestExtendGivesHugePages", "none"); got != 0 {
+		t.Errorf("without extend, the objects' mapping has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
 	}
 }
 
-// anonHuge is the process's resident anonymous memory on huge pages.
-func anonHuge(t *testing.T) int64 {
-	f, err := os.Open("/proc/self/smaps_rollup")
+// TestStartHuge checks the mechanism of init on this kernel: in a fresh
+// process whose init did nothing (LAMINA_HUGEHEAP=off), the heap around a
+// fresh object ends up on a huge page after startHuge, and not without.
+func TestStartHuge(t *testing.T) {
+	if childAction(t) {
+		return
+	}
+	if got := runChild(t, "TestStartHuge", "start"); got < hugePage {
+		t.Errorf("with startHuge, the heap mapping has %d KiB on huge pages, want at least 2048", got>>10)
+	}
+	if got := runChild(t, "TestStartHuge", "none"); got != 0 {
+		t.Errorf("without startHuge, the heap mapping has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
+	}
+}
+
+// childEnv names the action of a test run as a child (runChild).
+const childEnv = "HUGEHEAP_TEST_CHILD"
+
+// childAction, in a child started by runChild, does the action asked
+// for and prints the AnonHugePages of the heap mapping it used; it
+// reports whether this is such a child.
+func childAction(t *testing.T) bool {
+	action := os.Getenv(childEnv)
+	if action == "" {
+		return false
+	}
+	p := new([64]byte)
+	a := uintptr(unsafe.Pointer(p))
+	switch action {
+	case "start":
+		startHuge(a)
+	case "extend":
+		extend()
+	}
+	var keep [][]byte
+	if action != "start" { // allocate as a walk of a tree does
+		keep = make([][]byte, 0, 32<<10)
+		for range 32 << 10 { // 32 MiB of node-sized objects, written as nodes are
+			b := make([]byte, 1<<10)
+			b[0] = 1
+			keep = append(keep, b)
+		}
+		a = uintptr(unsafe.Pointer(&keep[len(keep)/2][0]))
+	}
+	fmt.Printf("anonhuge=%d\n", vmaAnonHuge(t, a))
+	runtime.KeepAlive(p)
+	runtime.KeepAlive(keep)
+	return true
+}
+
+// runChild runs test in a fresh process (LAMINA_HUGEHEAP=off, so that
+// its init leaves the heap alone) doing action, and returns what it
+// printed.
+func runChild(t *testing.T, test, action string) int64 {
+	if !wanted(readMode(), os.Getenv("GODEBUG")) {
+		t.Skipf("THP mode is %q, not madvise: nothing to do", strings.TrimSpace(readMode()))
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+action, offEnv+"=off")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child %s: %v\n%s", action, err, out)
+	}
+	_, v, ok := strings.Cut(string(out), "anonhuge=")
+	n, err := strconv.ParseInt(strings.Fields(v + " x")[0], 10, 64)
+	if !ok || err != nil {
+		t.Fatalf("child %s printed %q", action, out)
+	}
+	return n
+}
+
+// vmaAnonHuge is the AnonHugePages of the mapping holding address a.
+func vmaAnonHuge(t *testing.T, a uintptr) int64 {
+	b, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "AnonHugePages:"); ok {
+	in := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			lo, hi, ok := strings.Cut(f[0], "-")
+			l0, e1 := strconv.ParseUint(lo, 16, 64)
+			h0, e2 := strconv.ParseUint(hi, 16, 64)
+			in = ok && e1 == nil && e2 == nil && uint64(a) >= l0 && uint64(a) < h0
+			continue
+		}
+		if v, ok := strings.CutPrefix(l, "AnonHugePages:"); ok && in {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
 				t.Fatal(err)
@@ -132,6 +204,6 @@ func anonHuge(t *testing.T) int64 {
 			return kb << 10
 		}
 	}
-	t.Fatal("no AnonHugePages in smaps_rollup")
+	t.Fatalf("no mapping holds %#x", a)
 	return 0
 }
