@@ -1,24 +1,26 @@
-// Package hugeheap backs the growing Go heap of a server with transparent
-// huge pages.
+// Package hugeheap puts the Go heap of lamina's programs on transparent
+// huge pages: the heap each program starts with (at this package's
+// initialisation), and the heap a union's server grows into (Grower).
 //
-// Why: a union's server keeps a node for every name the kernel has seen,
-// about 1 KiB of heap each, so a stat of every file of a 20k-file tree
-// grows laminafs's heap by some 30 MiB: 8000 pages touched for the first
-// time. On the 2-vCPU PVM guest this project measures on, the first touch
+// Why: on the 2-vCPU PVM guest this project measures on, the first touch
 // of a 4 KiB page costs 13.5 µs (the hypervisor shadows the guest's page
-// tables), so that walk spent about 100 ms of its 0.65 s in page faults; a
-// 2 MiB huge page costs 0.24 µs per 4 KiB it holds. Go stopped asking for
+// tables); a 2 MiB huge page costs 0.24 µs per 4 KiB it holds. A union's
+// server keeps a node for every name the kernel has seen, about 1 KiB of
+// heap each, so a stat of every file of a 20k-file tree grew laminafs's
+// heap by some 30 MiB: 8000 first touches, about 100 ms of a 0.65 s walk.
+// A Go program's start touches about 1 MiB more. Go stopped asking for
 // huge pages itself in 1.21.1, and Debian's default THP mode is
 // "madvise", so the heap gets 4 KiB pages.
 //
-// How: the runtime maps heap memory as it needs it, and places new spans
-// at the lowest free addresses. extend allocates one large object, which
-// makes the runtime map a Region of fresh heap, marks that range
-// MADV_HUGEPAGE, drops the object and runs a collection: the range stays
-// mapped and free, and what the server allocates next fills it, 2 MiB per
-// fault. Nothing of it is resident until touched, and nothing depends on
-// it but speed: if a future runtime placed spans elsewhere, the cost would
-// be the collection and some address space.
+// How the server's heap grows on huge pages: the runtime maps heap memory
+// as it needs it, and places new spans at the lowest free addresses.
+// extend allocates one large object, which makes the runtime map a Region
+// of fresh heap, marks that range MADV_HUGEPAGE, drops the object and runs
+// a collection: the range stays mapped and free, and what the server
+// allocates next fills it, 2 MiB per fault. Nothing of it is resident
+// until touched, and nothing depends on it but speed: if a future runtime
+// placed spans elsewhere, the cost would be the collection and some
+// address space. (The start-up heap: see init.)
 package hugeheap
 
 import (
@@ -46,8 +48,7 @@ const (
 )
 
 // Grower extends the huge-page part of the heap as a count of the
-// server's objects (a union's nodes) grows. The zero value does nothing;
-// use New.
+// server's objects (a union's nodes) grows. Make one with New.
 type Grower struct {
 	next   atomic.Int64 // count at which to extend next; MaxInt64 when off
 	extend func()       // what an extension does (tests replace it)
@@ -56,12 +57,11 @@ type Grower struct {
 // New returns a Grower that is on when the kernel gives huge pages on
 // request (THP mode "madvise") and neither GODEBUG (disablethp=1) nor
 // LAMINA_HUGEHEAP=off turns them off; in mode "always" the heap has them
-// already. With now,
-// the first region is made at once, in the background, rather than when
-// the count reaches its first threshold: for a server that lives long and
-// expects large trees, so that its own start-up allocations and the first
-// thousand nodes are on huge pages too, at the price of a collection (a
-// few ms of CPU) whether or not it ever grows.
+// already. With now, the first region is made at once, in the background,
+// rather than when the count reaches its first threshold: for a server
+// that lives long and expects large trees, so that its own start-up
+// allocations and the first thousand nodes are on huge pages too, at the
+// price of a collection (a few ms of CPU) whether or not it ever grows.
 func New(now bool) *Grower {
 	g := &Grower{extend: extend}
 	switch {
@@ -99,17 +99,34 @@ func on() bool {
 // resident as a whole).
 const offEnv = "LAMINA_HUGEHEAP"
 
-func readMode() string {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+// readMode reads the THP mode line, "" if there is none. It runs at the
+// start of every lamina process, including `lamina exec`'s helper, which
+// is in the container's mount namespace by then (runtime/nsenter), where
+// the file may be anything a privileged container put there: so no
+// blocking open, a regular file only, and a bounded read.
+func readMode() string { return readModeAt("/sys/kernel/mm/transparent_hugepage/enabled") }
+
+func readModeAt(path string) string {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return ""
 	}
-	return string(b)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ""
+	}
+	var b [128]byte
+	n, err := unix.Read(fd, b[:])
+	if err != nil || n <= 0 {
+		return ""
+	}
+	return string(b[:n])
 }
 
-// wanted reports whether extending helps: the THP mode (the sysfs line,
-// "always [madvise] never") is madvise, and godebug does not say
-// disablethp=1.
+// wanted reports whether asking for huge pages helps: the THP mode (the
+// sysfs line, "always [madvise] never") is madvise, and godebug does not
+// say disablethp=1.
 func wanted(mode, godebug string) bool {
 	if !strings.Contains(mode, "[madvise]") {
 		return false

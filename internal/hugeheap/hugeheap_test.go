@@ -5,9 +5,11 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -28,6 +30,44 @@ func TestWanted(t *testing.T) {
 	} {
 		if got := wanted(c.mode, c.godebug); got != c.want {
 			t.Errorf("wanted(%q, %q) = %v, want %v", c.mode, c.godebug, got, c.want)
+		}
+	}
+}
+
+// TestReadModeAt checks that what a container may have put at the mode
+// file's path (lamina exec's helper reads it in the container's mount
+// namespace) can neither block nor flood the read.
+func TestReadModeAt(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "enabled")
+	if err := os.WriteFile(file, []byte("always [madvise] never\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{file, "always [madvise] never\n"},
+		{fifo, ""},        // no writer: would block without O_NONBLOCK
+		{"/dev/zero", ""}, // endless
+		{link, ""},        // the last component a symlink
+		{dir, ""},         // a directory
+		{filepath.Join(dir, "missing"), ""},
+	} {
+		done := make(chan string, 1)
+		go func() { done <- readModeAt(c.path) }()
+		select {
+		case got := <-done:
+			if got != c.want {
+				t.Errorf("readModeAt(%s) = %q, want %q", c.path, got, c.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("readModeAt(%s) blocked", c.path)
 		}
 	}
 }
