@@ -45,6 +45,19 @@ func (e *StatusError) Error() string {
 
 func (e *StatusError) Unwrap() error { return e.Err }
 
+// Version is lamina's version, as `lamina --version` prints it.
+const Version = "0.1"
+
+// flagError is docker's answer to a bad flag: the error, and the help
+// command of the command it was given to ("lamina container ls", not
+// "lamina ls"; for the top level, no command name before the error).
+func flagError(c *cobra.Command, err error) error {
+	if c.HasParent() {
+		err = fmt.Errorf("%s: %w", c.Name(), err)
+	}
+	return &StatusError{Code: 125, Err: fmt.Errorf("%w\nSee '%s --help'", err, c.CommandPath())}
+}
+
 // NewRoot builds the lamina command tree for app.
 func NewRoot(app *App) *cobra.Command {
 	root := &cobra.Command{
@@ -67,9 +80,10 @@ func NewRoot(app *App) *cobra.Command {
 		def = DefaultRoot
 	}
 	root.PersistentFlags().StringVar(&app.Root, "root", def, "root directory of the lamina store (env LAMINA_ROOT)")
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &StatusError{Code: 125, Err: fmt.Errorf("%s: %w\nSee 'lamina %s --help'", c.Name(), err, c.Name())}
-	})
+	root.SetFlagErrorFunc(flagError)
+	// docker --version's answer; laminafs -V gives the same number.
+	root.Version = Version
+	root.SetVersionTemplate("lamina version {{.Version}}\n")
 	for _, add := range []func(*App) []*cobra.Command{
 		imageCommands,
 		containerCommands,
