@@ -25,7 +25,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) == "1" {
 		os.Exit(WorkerMain(os.Args[1:], os.Stdin, os.Stdout))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testutil.RemoveBinaries()
+	os.Exit(code)
 }
 
 func tinySpec() Spec {

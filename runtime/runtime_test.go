@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 	if rootfsDir != "" {
 		os.RemoveAll(rootfsDir)
 	}
+	testutil.RemoveBinaries()
 	os.Exit(code)
 }
 

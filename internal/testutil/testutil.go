@@ -119,6 +119,18 @@ func StaticBinary(t testing.TB, name, src string) string {
 	return p
 }
 
+// RemoveBinaries removes what Binary and StaticBinary built in this test
+// process, which would otherwise be left in the temporary directory by
+// every run (tens of MB each). Call it from TestMain after m.Run.
+func RemoveBinaries() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	buildDir, built = "", map[string]string{}
+}
+
 // binDir is the directory the binaries are built in, one per test process.
 //
 // Preconditions: buildMu is held.
