@@ -56,6 +56,13 @@ func (b FUSEBinary) Mount(l Layers, target string) (Mount, error) {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if b.Foreground {
+		// A foreground server is ours: if we die without unmounting (a
+		// test process killed, a fuzz worker stopped), it gets SIGTERM,
+		// on which laminafs and libfuse servers unmount, rather than
+		// serving a mount nobody will take down.
+		cmd.SysProcAttr.Pdeathsig = unix.SIGTERM
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s mount %s: %w", b.DriverName, target, err)
 	}
