@@ -31,9 +31,11 @@ func TestForegroundServerDiesWithItsParent(t *testing.T) {
 		return
 	}
 	testutil.RequirePrivileged(t)
-	fsops.Laminafs(t) // build it here, not under the child's clock
+	// Built here, and found there: the killed child could not remove
+	// what it built.
+	bin := testutil.Binary(t, "laminafs")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestForegroundServerDiesWithItsParent$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "FUSEBIN_TEST_CHILD=1")
+	cmd.Env = append(os.Environ(), "FUSEBIN_TEST_CHILD=1", "LAMINA_BIN_DIR="+filepath.Dir(bin))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

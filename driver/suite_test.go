@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 	unix.Umask(0o022)
 	code := m.Run()
 	printSummary()
+	testutil.RemoveBinaries()
 	os.Exit(code)
 }
 
