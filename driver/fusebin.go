@@ -60,7 +60,10 @@ func (b FUSEBinary) Mount(l Layers, target string) (Mount, error) {
 		// A foreground server is ours: if we die without unmounting (a
 		// test process killed, a fuzz worker stopped), it gets SIGTERM,
 		// on which laminafs and libfuse servers unmount, rather than
-		// serving a mount nobody will take down.
+		// serving a mount nobody will take down. (The signal follows the
+		// thread that started the server, golang/go#27505: it would come
+		// early if a goroutine that locked that thread ended; none of
+		// the programs that mount through this package lock threads.)
 		cmd.SysProcAttr.Pdeathsig = unix.SIGTERM
 	}
 	if err := cmd.Start(); err != nil {
