@@ -119,6 +119,14 @@ func StaticBinary(t testing.TB, name, src string) string {
 	return p
 }
 
+// Main is a TestMain for packages with nothing else to do in theirs: it
+// runs the tests, removes the binaries they built and exits.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveBinaries()
+	os.Exit(code)
+}
+
 // RemoveBinaries removes what Binary and StaticBinary built in this test
 // process, which would otherwise be left in the temporary directory by
 // every run (tens of MB each). Call it from TestMain after m.Run.
