@@ -65,7 +65,7 @@ type Grower struct {
 func New(now bool) *Grower {
 	g := &Grower{extend: extend}
 	switch {
-	case !on():
+	case !enabled:
 		g.next.Store(math.MaxInt64)
 	case now:
 		g.next.Store(every)
@@ -89,10 +89,10 @@ func (g *Grower) Step(n int64) {
 	}
 }
 
-// on reports whether this process should use huge pages for its heap.
-func on() bool {
-	return os.Getenv(offEnv) != "off" && wanted(readMode(), os.Getenv("GODEBUG"))
-}
+// enabled is whether this process uses huge pages for its heap: decided
+// once, at initialisation (the mode file is read once per process, not
+// again on each union's mount), and never changed.
+var enabled = os.Getenv(offEnv) != "off" && wanted(readMode(), os.Getenv("GODEBUG"))
 
 // offEnv, set to "off", keeps a process's heap on small pages: for A/B
 // measurements, or where memory counts more than speed (a huge page is
@@ -181,7 +181,7 @@ func alignedRange(base uintptr, n int) (lo, hi int) {
 // initialisation of most others is covered too; like Grower, only in THP
 // mode madvise.
 func init() {
-	if !on() {
+	if !enabled {
 		return
 	}
 	startHuge(uintptr(unsafe.Pointer(new([64]byte))))
