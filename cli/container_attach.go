@@ -51,8 +51,8 @@ func attachStreams(app *App, c *runtime.Container, withStdin bool, connect func(
 			}
 			sendSize()
 			winch := make(chan os.Signal, 1)
-			signal.Notify(winch, syscall.SIGWINCH)
-			defer signal.Stop(winch)
+			app.notify(winch, syscall.SIGWINCH)
+			defer app.stopNotify(winch)
 			go func() {
 				for range winch {
 					sendSize()
@@ -62,8 +62,8 @@ func attachStreams(app *App, c *runtime.Container, withStdin bool, connect func(
 		}
 	} else {
 		sigs := make(chan os.Signal, 8)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-		defer signal.Stop(sigs)
+		app.notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+		defer app.stopNotify(sigs)
 		fwd := make(chan int, 8)
 		go func() {
 			for sig := range sigs {

@@ -52,14 +52,7 @@ func runHidden(args []string, stderr io.Writer) (code int, ok bool) {
 	var err error
 	switch args[0] {
 	case runtime.MonitorCommand:
-		err = runtime.RunMonitor(args[1:], func(s *runtime.Store, c *runtime.Container, st *runtime.State) {
-			if c.HostConfig.AutoRemove {
-				app := &App{Root: s.Root(), Stderr: stderr}
-				if err := removeContainer(app, s, c); err != nil {
-					fmt.Fprintf(stderr, "lamina: --rm: %v\n", err)
-				}
-			}
-		})
+		err = runtime.RunMonitor(args[1:], autoRemove(stderr))
 	case runtime.InitCommand:
 		err = initproc.Init()
 	case runtime.ExecCommand:
@@ -72,6 +65,19 @@ func runHidden(args []string, stderr io.Writer) (code int, ok bool) {
 		return 125, true
 	}
 	return 0, true
+}
+
+// autoRemove is the monitor's hook for --rm: it removes a container that
+// asked for it once it has stopped.
+func autoRemove(stderr io.Writer) func(*runtime.Store, *runtime.Container, *runtime.State) {
+	return func(s *runtime.Store, c *runtime.Container, st *runtime.State) {
+		if c.HostConfig.AutoRemove {
+			app := &App{Root: s.Root(), Stderr: stderr}
+			if err := removeContainer(app, s, c); err != nil {
+				fmt.Fprintf(stderr, "lamina: --rm: %v\n", err)
+			}
+		}
+	}
 }
 
 // runFlags are docker create/run's flags.
@@ -384,8 +390,8 @@ func newRunCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// The monitor's process starts while the container is made.
-			p, err := s.Prepare(!f.detach)
+			// The monitor starts while the container is made.
+			p, err := app.prepare(s, !f.detach)
 			if err != nil {
 				return err
 			}
@@ -395,7 +401,7 @@ func newRunCmd(app *App) *cobra.Command {
 				return err
 			}
 			if f.detach {
-				if _, err := p.Start(c, runtime.AttachOptions{}); err != nil {
+				if _, err := app.start(p, c, runtime.AttachOptions{}); err != nil {
 					return startError(app, s, c, err)
 				}
 				fmt.Fprintln(app.Stdout, c.ID)
@@ -426,7 +432,7 @@ func startError(app *App, s *runtime.Store, c *runtime.Container, err error) err
 func startAttached(app *App, s *runtime.Store, c *runtime.Container, stdin bool, p *runtime.Pending) error {
 	var startErr error
 	st, err := attachStreams(app, c, stdin, func(o runtime.AttachOptions) (*runtime.Attachment, error) {
-		a, err := p.Start(c, o)
+		a, err := app.start(p, c, o)
 		startErr = err
 		return a, err
 	})

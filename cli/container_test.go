@@ -531,3 +531,75 @@ func TestConcurrentCreate(t *testing.T) {
 		t.Fatalf("ps -a = %q", got)
 	}
 }
+
+// TestRunOutlivesItsCaller: `lamina run` is a stub its caller waits for
+// and a detached process that is the CLI and the container's monitor
+// (package detach). The container survives the stub; a signal the CLI
+// does not handle ends the stub as it would have ended the CLI, and not
+// the monitor; a detached run lets go of its caller's stdout.
+func TestRunOutlivesItsCaller(t *testing.T) {
+	root := ctrStore(t)
+	bin := testutil.Binary(t, "lamina")
+	status := func(name string) string {
+		return ok(t, root, "ps", "-a", "--filter", "name="+name, "--format", "{{.Status}}")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string // before the image
+		sig  syscall.Signal
+	}{
+		// No sig-proxy with a terminal: SIGTERM is the CLI's death.
+		{"tty-sigterm", []string{"-t"}, syscall.SIGTERM},
+		{"sigkill", nil, syscall.SIGKILL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"--root", root, "run", "--name", tc.name}, tc.args...),
+				"busybox", "sh", "-c", "echo ready; sleep 1000")
+			cmd := exec.Command(bin, args...)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			r := bufio.NewReader(stdout)
+			if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+				t.Fatalf("first line %q, %v", line, err)
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			err = cmd.Wait()
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != tc.sig {
+				t.Fatalf("lamina run ended %v (%v), want killed by %v", ws, err, tc.sig)
+			}
+			// The detached process lets go of the stdout it shared
+			// with the stub: the reader gets EOF while the container
+			// runs on.
+			done := make(chan struct{})
+			go func() { _, _ = io.Copy(io.Discard, r); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the monitor kept the caller's stdout")
+			}
+			if st := status(tc.name); !strings.HasPrefix(st, "Up") {
+				t.Fatalf("container %s after its caller died, want Up", st)
+			}
+			ok(t, root, "rm", "-f", tc.name)
+		})
+	}
+	t.Run("detached", func(t *testing.T) {
+		// Output waits for EOF on stdout: the monitor must not keep it.
+		out, err := exec.Command(bin, "--root", root, "run", "-d", "--name", "bg", "busybox", "sleep", "1000").Output()
+		if err != nil || !id64.MatchString(strings.TrimSpace(string(out))) {
+			t.Fatalf("run -d: %q, %v", out, err)
+		}
+		if st := status("bg"); !strings.HasPrefix(st, "Up") {
+			t.Fatalf("container %s, want Up", st)
+		}
+	})
+}

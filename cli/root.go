@@ -23,6 +23,9 @@ type App struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// host is set when this process is the detached half of a run
+	// (MainDetached).
+	host *host
 }
 
 // DefaultRoot is the store root when neither --root nor LAMINA_ROOT is set.
@@ -102,7 +105,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if code, ok := runHidden(args, stderr); ok {
 		return code
 	}
-	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	return run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr}, args)
+}
+
+// run runs the command args with app and returns the exit code.
+func run(app *App, args []string) int {
+	stderr := app.Stderr
 	root := NewRoot(app)
 	root.SetArgs(args)
 	err := root.Execute()

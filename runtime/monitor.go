@@ -56,14 +56,22 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	// The fds came in without close-on-exec: no child of the monitor may
 	// hold them, or the CLI never sees EOF. Nor may anything else the
 	// CLI's own parent left open reach the container.
-	report, idPipe := os.NewFile(3, "report"), os.NewFile(4, "orders")
 	unix.CloseOnExec(3)
 	unix.CloseOnExec(4)
 	unix.CloseOnExec(5)
 	_ = unix.CloseRange(6, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	report, orders, attach := os.NewFile(3, "report"), os.NewFile(4, "orders"), os.NewFile(5, "attach")
 	if len(args) != 0 {
+		orders.Close()
+		attach.Close()
 		return fmt.Errorf("monitor: unexpected arguments %q", args)
 	}
+	return runMonitor(report, orders, attach, true, onExit)
+}
+
+// runMonitor runs a monitor on its three pipes (start.go), in a process of
+// its own or, with ownStdio false, in the CLI's, which keeps its stdio.
+func runMonitor(report, orders, attach *os.File, ownStdio bool, onExit func(*Store, *Container, *State)) error {
 	// A monitor's live heap is a few MB. At the default GOGC its first
 	// collection fell within a short container's start and teardown (about
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
@@ -78,7 +86,7 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	// one (monitor.takeInit). Failing here only costs that head start.
 	m.ahead, _ = spawnInitAhead()
 	warmJSON()
-	err := m.main(idPipe, onExit)
+	err := m.main(orders, attach, ownStdio, onExit)
 	if m.ahead != nil { // never taken: no container, or it failed before its start
 		m.ahead.Kill()
 		_, _ = m.ahead.Wait()
@@ -87,42 +95,63 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 	return err
 }
 
-// main reads the monitor's orders from idPipe and runs the container.
-func (m *monitor) main(idPipe *os.File, onExit func(*Store, *Container, *State)) error {
-	b, err := io.ReadAll(idPipe)
-	idPipe.Close()
+// main reads the monitor's orders and runs the container; attach is the
+// monitor's end of the attach socketpair, and ownStdio says the process's
+// stdout and stderr are the monitor's, to point at its log.
+func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit func(*Store, *Container, *State)) error {
+	b, err := io.ReadAll(orders)
+	orders.Close()
 	if err != nil || len(b) == 0 {
-		unix.Close(5)
+		attach.Close()
 		m.reported = true // nobody to report to
 		return nil        // the CLI gave up before it had a container
 	}
 	var o monitorOrders
 	if err := json.Unmarshal(b, &o); err != nil || !isID(o.ID) || o.Root == "" {
-		unix.Close(5)
+		attach.Close()
 		return fmt.Errorf("monitor: bad orders %q", b)
 	}
 	if o.Attach {
-		m.client = os.NewFile(5, "attach")
+		m.client = attach
 	} else {
-		unix.Close(5) // a detached start's unused attach end
+		attach.Close() // a detached start's unused attach end
 	}
 	if m.s, err = OpenStore(o.Root); err != nil {
 		return err
 	}
-	// From here on, what the monitor has to say goes to monitor.log, which
-	// the CLI shows when the monitor dies before it reports.
-	logf, err := os.OpenFile(filepath.Join(m.s.dir, o.ID, "monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
+	if ownStdio {
+		// From here on, what the monitor has to say goes to monitor.log,
+		// which the CLI shows when the monitor dies before it reports.
+		if err := redirectStdio(filepath.Join(m.s.dir, o.ID, "monitor.log"), true); err != nil {
+			return err
+		}
 	}
-	for _, fd := range []int{1, 2} {
-		if err := unix.Dup3(int(logf.Fd()), fd, 0); err != nil {
-			logf.Close()
+	return m.run(o.ID, onExit)
+}
+
+// redirectStdio points this process's stdout and stderr at the file log
+// (truncated first if trunc), and its stdin at /dev/null.
+func redirectStdio(log string, trunc bool) error {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if trunc {
+		flags |= os.O_TRUNC
+	}
+	logf, err := os.OpenFile(log, flags, 0o600)
+	if err != nil {
+		return fmt.Errorf("monitor log: %w", err)
+	}
+	defer logf.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("monitor log: %w", err)
+	}
+	defer null.Close()
+	for fd, f := range []*os.File{null, logf, logf} {
+		if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
 			return fmt.Errorf("monitor log: %w", err)
 		}
 	}
-	logf.Close()
-	return m.run(o.ID, onExit)
+	return nil
 }
 
 // takeInit returns the init spawned ahead when it suits spec, with stdio

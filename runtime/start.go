@@ -13,19 +13,16 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/lamina-project/lamina/runtime/prespawn"
 	"golang.org/x/sys/unix"
 )
 
-// A monitor is started in two steps, so that its process start (the Go
-// runtime, the binary's packages: the larger part of a monitor's cost)
-// overlaps the CLI's creation of the container:
+// A monitor is started in two steps, so that its start overlaps the
+// CLI's creation of the container:
 //
 //	Prepare  spawns `lamina __monitor`, detached in its own session so
-//	         that the container outlives the CLI; for `lamina run` the
-//	         process was already started by package prespawn's
-//	         constructor, before the CLI's Go runtime, and Prepare takes
-//	         it over;
+//	         that the container outlives the CLI; PrepareHere runs the
+//	         monitor in the CLI's own process instead, for a CLI that is
+//	         the detached half of a run (package detach);
 //	Start    writes the monitor's orders (monitorOrders: the store, the
 //	         container's ID, attached or not) to its fd 4 and waits for
 //	         its report on fd 3: the container runs, or why not.
@@ -34,7 +31,8 @@ import (
 // (unused when detached): an attached monitor starts the command once it
 // has read the client's hello, so the client misses no output and no round
 // trip through the attach socket delays the start. A monitor that reads
-// EOF instead of its orders exits.
+// EOF instead of its orders exits. A monitor in the CLI's process has the
+// same three pipes, not as fds 3-5.
 
 // monitorOrders is what a prepared monitor is told to run.
 type monitorOrders struct {
@@ -53,96 +51,118 @@ type startReport struct {
 // Pending is a monitor spawned for a container that is being created.
 // It must be started or aborted.
 type Pending struct {
-	proc   *os.Process
 	root   string
 	report *os.File      // the report pipe's read end
 	id     *os.File      // the orders pipe's write end
 	conn   *net.UnixConn // the attach connection, nil when detached
+	// wait waits for the monitor to end: its process, or the goroutine
+	// that runs it here.
+	wait func()
+	// done is closed when a monitor run here has ended; nil for a
+	// monitor process.
+	done chan struct{}
 }
 
-// Prepare spawns a monitor for a container still to be created, or takes
-// over the one package prespawn started; attach makes it wait for a client
-// attached from the start (Pending.Start's AttachOptions).
-func (s *Store) Prepare(attach bool) (*Pending, error) {
+// monitorEnds are a monitor's ends of its pipes.
+type monitorEnds struct{ report, orders, attach *os.File }
+
+func (e monitorEnds) close() {
+	e.report.Close()
+	e.orders.Close()
+	e.attach.Close()
+}
+
+// preparePipes makes a monitor's pipes: p has the CLI's ends.
+func (s *Store) preparePipes(attach bool) (*Pending, monitorEnds, error) {
 	// A monitor runs in /, so that it holds no filesystem busy: its
 	// store's path must not be relative.
 	root, err := filepath.Abs(s.Root())
 	if err != nil {
-		return nil, fmt.Errorf("start: %w", err)
+		return nil, monitorEnds{}, fmt.Errorf("start: %w", err)
 	}
-	if m, ok := prespawn.Take(); ok {
-		return adopt(m, root, attach)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("start: %w", err)
-	}
-	var files []*os.File // the monitor's ends, closed here once it has them
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
 	p := &Pending{root: root}
-	var reportW, idR *os.File
-	if p.report, reportW, err = os.Pipe(); err != nil {
-		return nil, fmt.Errorf("start: %w", err)
+	var e monitorEnds
+	if p.report, e.report, err = os.Pipe(); err != nil {
+		return nil, monitorEnds{}, fmt.Errorf("start: %w", err)
 	}
-	files = append(files, reportW)
-	if idR, p.id, err = os.Pipe(); err != nil {
+	if e.orders, p.id, err = os.Pipe(); err != nil {
 		p.report.Close()
-		return nil, fmt.Errorf("start: %w", err)
+		e.report.Close()
+		return nil, monitorEnds{}, fmt.Errorf("start: %w", err)
 	}
-	files = append(files, idR)
-	// fd 5 is always the monitor's end of a socketpair, as a prespawned
-	// monitor's is, so that it knows what fd 5 is when it is detached.
+	// The attach end is always a socketpair's, so that a monitor knows
+	// what it is when it is detached.
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		p.close()
-		return nil, fmt.Errorf("start: %w", err)
+		e.report.Close()
+		e.orders.Close()
+		return nil, monitorEnds{}, fmt.Errorf("start: %w", err)
 	}
-	files = append(files, os.NewFile(uintptr(fds[1]), "attach-monitor"))
+	e.attach = os.NewFile(uintptr(fds[1]), "attach-monitor")
 	ours := os.NewFile(uintptr(fds[0]), "attach")
 	if !attach {
 		ours.Close()
 	} else if p.conn, err = attachConn(ours); err != nil {
 		p.close()
+		e.close()
+		return nil, monitorEnds{}, err
+	}
+	return p, e, nil
+}
+
+// Prepare spawns a monitor for a container still to be created; attach
+// makes it wait for a client attached from the start (Pending.Start's
+// AttachOptions).
+func (s *Store) Prepare(attach bool) (*Pending, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	p, e, err := s.preparePipes(attach)
+	if err != nil {
 		return nil, err
 	}
+	defer e.close() // the monitor has its own copies
 	// Until it knows its container, the monitor has nowhere to log:
 	// stdout and stderr are /dev/null, then monitor.log.
 	cmd := exec.Command(exe, MonitorCommand)
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = []*os.File{e.report, e.orders, e.attach}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
 		p.close()
 		return nil, fmt.Errorf("start monitor: %w", err)
 	}
-	p.proc = cmd.Process
+	p.wait = func() { _, _ = cmd.Process.Wait() }
 	return p, nil
 }
 
-// adopt makes a Pending of the monitor package prespawn started.
-func adopt(m prespawn.Monitor, root string, attach bool) (*Pending, error) {
-	p := &Pending{root: root, report: m.Report, id: m.ID}
-	proc, err := os.FindProcess(m.Pid)
+// PrepareHere is Prepare with the monitor run in this process, for a CLI
+// that is detached from its caller and stays on as the container's
+// monitor (package detach). onExit is as RunMonitor's. Done tells when the
+// monitor has ended; the process must not exit before.
+//
+// The monitor sets what is the process's: GOMAXPROCS and the GC's pace
+// here, and the umask (0) once it mounts laminafs. The CLI must have made
+// its files by Start.
+func (s *Store) PrepareHere(attach bool, onExit func(*Store, *Container, *State)) (*Pending, error) {
+	p, e, err := s.preparePipes(attach)
 	if err != nil {
-		m.Attach.Close()
-		p.close()
-		return nil, fmt.Errorf("start monitor: %w", err)
-	}
-	p.proc = proc
-	if !attach {
-		m.Attach.Close()
-		return p, nil
-	}
-	if p.conn, err = attachConn(m.Attach); err != nil {
-		p.Abort()
 		return nil, err
 	}
+	p.done = make(chan struct{})
+	go func() {
+		defer close(p.done)
+		_ = runMonitor(e.report, e.orders, e.attach, false, onExit)
+	}()
+	p.wait = func() { <-p.done }
 	return p, nil
 }
+
+// Done is closed when a monitor PrepareHere started has ended; it is nil
+// for a monitor process.
+func (p *Pending) Done() <-chan struct{} { return p.done }
 
 // attachConn makes the CLI's end of the attach socketpair a connection.
 func attachConn(f *os.File) (*net.UnixConn, error) {
@@ -162,10 +182,10 @@ func (p *Pending) close() {
 	}
 }
 
-// Abort ends p's monitor, which never gets a container, and reaps it.
+// Abort ends p's monitor, which never gets a container, and waits for it.
 func (p *Pending) Abort() {
 	p.close()
-	_, _ = p.proc.Wait()
+	p.wait()
 }
 
 // Start hands c to p's monitor and returns once the container runs. For a
@@ -196,7 +216,7 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 	out, _ := bufio.NewReader(p.report).ReadBytes('\n')
 	if len(bytes.TrimSpace(out)) == 0 {
 		// The monitor died before it could report.
-		_, _ = p.proc.Wait()
+		p.wait()
 		if a != nil {
 			a.conn.Close()
 			<-a.done
@@ -204,8 +224,8 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 		msg, _ := os.ReadFile(c.File("monitor.log"))
 		return nil, fmt.Errorf("container monitor failed: %s", strings.TrimSpace(string(msg)))
 	}
-	// The monitor lives on; it is reparented when this process exits.
-	go func() { _, _ = p.proc.Wait() }()
+	// The monitor lives on; a process is reparented when this one exits.
+	go p.wait()
 	var rep startReport
 	if json.Unmarshal(out, &rep) != nil {
 		err = fmt.Errorf("container monitor: bad report %q", out)

@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/lamina-project/lamina/runtime"
+	"github.com/lamina-project/lamina/runtime/detach"
+	"golang.org/x/sys/unix"
+)
+
+// MainDetached is Main for the detached half of a `lamina run` (package
+// detach): this process is the CLI, whose caller waits for the stub, and
+// it stays on as the container's monitor. The exit code and a signal the
+// CLI dies of go to the stub. It returns when the monitors it runs have
+// ended.
+func MainDetached(stub *detach.Stub, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	h := newHost(stub)
+	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, args)
+	h.finish(code)
+	return 0
+}
+
+// host is what a detached CLI needs of its process: the signals the stub
+// forwards, which the CLI either handles or must act out as a signal's
+// default action would (the process may be a monitor: it must not die),
+// and the monitors that run in it.
+type host struct {
+	stub *detach.Stub
+
+	mu sync.Mutex // guards the fields below
+	// subs are the CLI's signal handlers, as signal.Notify's.
+	subs map[chan<- os.Signal][]os.Signal
+	// monitors run in this process; once one has its container, a
+	// signal's default action ends the stub, not the process.
+	monitors []*runtime.Pending
+	hosting  bool
+	// log is where the process's stdout and stderr go once the CLI is
+	// done (the container's monitor.log).
+	log string
+}
+
+func newHost(stub *detach.Stub) *host {
+	h := &host{stub: stub, subs: map[chan<- os.Signal][]os.Signal{}}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, detach.Forwarded...)
+	// It lives as long as the process: signals arrive until the end.
+	go func() {
+		for sig := range sigs {
+			h.deliver(sig.(syscall.Signal))
+		}
+	}()
+	return h
+}
+
+// notify and stop are signal.Notify and signal.Stop for the CLI's
+// handlers.
+func (h *host) notify(c chan<- os.Signal, sigs ...os.Signal) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.subs[c] = append(h.subs[c], sigs...)
+}
+
+func (h *host) stop(c chan<- os.Signal) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subs, c)
+}
+
+// deliver hands sig to the CLI's handlers, as package signal would, or
+// else does what sig does to a process that does not handle it: SIGWINCH
+// nothing; any other, before a monitor here has its container, kill this
+// process (the stub dies of it in turn), and after, kill the stub alone
+// and let this process go on without its caller's stdio.
+func (h *host) deliver(sig syscall.Signal) {
+	h.mu.Lock()
+	handled := false
+	for c, sigs := range h.subs {
+		for _, s := range sigs {
+			if s == sig {
+				handled = true
+				select {
+				case c <- sig:
+				default:
+				}
+			}
+		}
+	}
+	hosting := h.hosting
+	h.mu.Unlock()
+	switch {
+	case handled || sig == syscall.SIGWINCH:
+	case !hosting:
+		signal.Reset(sig)
+		_ = unix.Kill(os.Getpid(), sig)
+	default:
+		h.stub.Die(sig)
+		h.release()
+	}
+}
+
+// prepare is s.Prepare, with the monitor run here in a detached CLI.
+func (a *App) prepare(s *runtime.Store, attach bool) (*runtime.Pending, error) {
+	if a.host == nil {
+		return s.Prepare(attach)
+	}
+	p, err := s.PrepareHere(attach, autoRemove(a.Stderr))
+	if err == nil {
+		a.host.mu.Lock()
+		a.host.monitors = append(a.host.monitors, p)
+		a.host.mu.Unlock()
+	}
+	return p, err
+}
+
+// start is p.Start. In a detached CLI the process becomes c's monitor
+// from here on, whatever becomes of the CLI.
+func (a *App) start(p *runtime.Pending, c *runtime.Container, o runtime.AttachOptions) (*runtime.Attachment, error) {
+	if h := a.host; h != nil {
+		h.mu.Lock()
+		h.hosting = true
+		h.log = c.File("monitor.log")
+		h.mu.Unlock()
+	}
+	return p.Start(c, o)
+}
+
+// notify and stopNotify are signal.Notify and signal.Stop, through the
+// host in a detached CLI.
+func (a *App) notify(c chan<- os.Signal, sigs ...os.Signal) {
+	if a.host != nil {
+		a.host.notify(c, sigs...)
+		return
+	}
+	signal.Notify(c, sigs...)
+}
+
+func (a *App) stopNotify(c chan<- os.Signal) {
+	if a.host != nil {
+		a.host.stop(c)
+		return
+	}
+	signal.Stop(c)
+}
+
+// finish ends the CLI's part: the stub exits with code (unless it died of
+// a signal already), and this process, if it runs monitors, lets go of
+// its caller's stdio and waits for them.
+func (h *host) finish(code int) {
+	h.stub.Exit(code)
+	h.mu.Lock()
+	monitors := h.monitors
+	h.mu.Unlock()
+	if len(monitors) == 0 {
+		return
+	}
+	h.release()
+	for _, p := range monitors {
+		<-p.Done()
+	}
+}
+
+// release points stdin at /dev/null and stdout and stderr at the
+// monitor's log, and leaves the caller's working directory: what a
+// monitor process has.
+func (h *host) release() {
+	h.mu.Lock()
+	log := h.log
+	h.mu.Unlock()
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer null.Close()
+	out := null
+	if log != "" {
+		if f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			defer f.Close()
+			out = f
+		}
+	}
+	for fd, f := range []*os.File{null, out, out} {
+		_ = unix.Dup3(int(f.Fd()), fd, 0)
+	}
+	_ = os.Chdir("/")
+}
