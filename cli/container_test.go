@@ -556,11 +556,16 @@ func TestRunOutlivesItsCaller(t *testing.T) {
 			args := append(append([]string{"--root", root, "run", "--name", tc.name}, tc.args...),
 				"busybox", "sh", "-c", "echo ready; sleep 1000")
 			cmd := exec.Command(bin, args...)
-			stdout, err := cmd.StdoutPipe()
+			// A pipe of the test's own: Wait closes a StdoutPipe.
+			stdout, w, err := os.Pipe()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := cmd.Start(); err != nil {
+			defer stdout.Close()
+			cmd.Stdout = w
+			err = cmd.Start()
+			w.Close()
+			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
@@ -577,8 +582,8 @@ func TestRunOutlivesItsCaller(t *testing.T) {
 				t.Fatalf("lamina run ended %v (%v), want killed by %v", ws, err, tc.sig)
 			}
 			// The detached process lets go of the stdout it shared
-			// with the stub: the reader gets EOF while the container
-			// runs on.
+			// with the stub, even when the stub was killed: the reader
+			// gets EOF while the container runs on.
 			done := make(chan struct{})
 			go func() { _, _ = io.Copy(io.Discard, r); close(done) }()
 			select {

@@ -53,7 +53,47 @@ func newHost(stub *detach.Stub) *host {
 			h.deliver(sig.(syscall.Signal))
 		}
 	}()
+	go h.watchStub()
 	return h
+}
+
+// watchStub waits for the stub to end. Killed, not told to end, it takes
+// the CLI with it, as when they were one process: this process dies too,
+// or, once it hosts a monitor, lets go of the caller's stdio, so that a
+// pipe from `lamina run` ends while the container runs on.
+func (h *host) watchStub() {
+	fd, err := unix.PidfdOpen(h.stub.Pid, 0)
+	// The stub is this process's parent for as long as it lives: a
+	// parent that changed means it is gone, and the pid may be another
+	// process's already.
+	if err != nil || os.Getppid() != h.stub.Pid {
+		if err == nil {
+			unix.Close(fd)
+		}
+		h.stubGone()
+		return
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+			break
+		}
+	}
+	h.stubGone()
+}
+
+func (h *host) stubGone() {
+	if h.stub.Said() {
+		return // it ended as told
+	}
+	h.mu.Lock()
+	hosting := h.hosting
+	h.mu.Unlock()
+	if !hosting {
+		_ = unix.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	h.release()
 }
 
 // notify and stop are signal.Notify and signal.Stop for the CLI's

@@ -213,6 +213,13 @@ func (s *Stub) Exit(code int) { s.say('x', byte(code)) }
 // it does.
 func (s *Stub) Die(sig syscall.Signal) { s.say('s', byte(sig)) }
 
+// Said reports whether Exit or Die was called.
+func (s *Stub) Said() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.said
+}
+
 func (s *Stub) say(kind, arg byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
