@@ -597,6 +597,31 @@ func TestRunOutlivesItsCaller(t *testing.T) {
 			ok(t, root, "rm", "-f", tc.name)
 		})
 	}
+	t.Run("tty-ignored-sigint", func(t *testing.T) {
+		// Started with SIGINT ignored (a background job's lot), the CLI
+		// goes on ignoring it, and so does the stub.
+		cmd := exec.Command("/bin/sh", "-c", `trap '' INT; exec "$0" "$@"`, bin, "--root", root, "run", "--rm", "-t",
+			"busybox", "sh", "-c", "echo ready; sleep 1; echo done")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		r := bufio.NewReader(stdout)
+		if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		rest, _ := io.ReadAll(r)
+		if err := cmd.Wait(); err != nil || strings.TrimSpace(string(rest)) != "done" {
+			t.Fatalf("after an ignored SIGINT: %v, output %q", err, rest)
+		}
+	})
 	t.Run("detached", func(t *testing.T) {
 		// Output waits for EOF on stdout: the monitor must not keep it.
 		out, err := exec.Command(bin, "--root", root, "run", "-d", "--name", "bg", "busybox", "sleep", "1000").Output()

@@ -41,10 +41,16 @@ type host struct {
 	// log is where the process's stdout and stderr go once the CLI is
 	// done (the container's monitor.log).
 	log string
+	// ignored are the signals the process started with ignored: a CLI
+	// that does not handle one goes on ignoring it.
+	ignored map[syscall.Signal]bool
 }
 
 func newHost(stub *detach.Stub) *host {
-	h := &host{stub: stub, subs: map[chan<- os.Signal][]os.Signal{}}
+	h := &host{stub: stub, subs: map[chan<- os.Signal][]os.Signal{}, ignored: map[syscall.Signal]bool{}}
+	for _, sig := range detach.Forwarded {
+		h.ignored[sig.(syscall.Signal)] = signal.Ignored(sig)
+	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, detach.Forwarded...)
 	// It lives as long as the process: signals arrive until the end.
@@ -111,10 +117,11 @@ func (h *host) stop(c chan<- os.Signal) {
 }
 
 // deliver hands sig to the CLI's handlers, as package signal would, or
-// else does what sig does to a process that does not handle it: SIGWINCH
-// nothing; any other, before a monitor here has its container, kill this
-// process (the stub dies of it in turn), and after, kill the stub alone
-// and let this process go on without its caller's stdio.
+// else does what sig does to a process that does not handle it: SIGWINCH,
+// or a signal the process started with ignored, nothing; any other,
+// before a monitor here has its container, kill this process (the stub
+// dies of it in turn), and after, kill the stub alone and let this
+// process go on without its caller's stdio.
 func (h *host) deliver(sig syscall.Signal) {
 	h.mu.Lock()
 	handled := false
@@ -132,7 +139,7 @@ func (h *host) deliver(sig syscall.Signal) {
 	hosting := h.hosting
 	h.mu.Unlock()
 	switch {
-	case handled || sig == syscall.SIGWINCH:
+	case handled || sig == syscall.SIGWINCH || h.ignored[sig]:
 	case !hosting:
 		signal.Reset(sig)
 		_ = unix.Kill(os.Getpid(), sig)
