@@ -19,7 +19,7 @@ import (
 // ended.
 func MainDetached(stub *detach.Stub, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	h := newHost(stub)
-	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, args)
+	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, newRunRoot, args)
 	h.finish(code)
 	return 0
 }

@@ -63,6 +63,31 @@ func flagError(c *cobra.Command, err error) error {
 
 // NewRoot builds the lamina command tree for app.
 func NewRoot(app *App) *cobra.Command {
+	root := newRootCmd(app)
+	for _, add := range []func(*App) []*cobra.Command{
+		imageCommands,
+		containerCommands,
+		mountCommands,
+		benchCommands,
+	} {
+		root.AddCommand(add(app)...)
+	}
+	return root
+}
+
+// newRunRoot is NewRoot with only `run` and `container run`, for the
+// detached half of a run (MainDetached), which runs nothing else: the
+// whole tree costs a fresh process about a millisecond to build.
+func newRunRoot(app *App) *cobra.Command {
+	root := newRootCmd(app)
+	group := &cobra.Command{Use: "container", Short: "Manage containers"}
+	group.AddCommand(newRunCmd(app))
+	root.AddCommand(newRunCmd(app), group)
+	return root
+}
+
+// newRootCmd is the top of the command tree, without its commands.
+func newRootCmd(app *App) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "lamina",
 		Short:         "Docker's image and container model, daemonless, on a userspace union filesystem",
@@ -87,14 +112,6 @@ func NewRoot(app *App) *cobra.Command {
 	// docker --version's answer; laminafs -V gives the same number.
 	root.Version = Version
 	root.SetVersionTemplate("lamina version {{.Version}}\n")
-	for _, add := range []func(*App) []*cobra.Command{
-		imageCommands,
-		containerCommands,
-		mountCommands,
-		benchCommands,
-	} {
-		root.AddCommand(add(app)...)
-	}
 	return root
 }
 
@@ -105,13 +122,14 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if code, ok := runHidden(args, stderr); ok {
 		return code
 	}
-	return run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr}, args)
+	return run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr}, NewRoot, args)
 }
 
-// run runs the command args with app and returns the exit code.
-func run(app *App, args []string) int {
+// run runs the command args with app, in the tree newTree builds, and
+// returns the exit code.
+func run(app *App, newTree func(*App) *cobra.Command, args []string) int {
 	stderr := app.Stderr
-	root := NewRoot(app)
+	root := newTree(app)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
