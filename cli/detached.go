@@ -68,7 +68,7 @@ func newHost(stub *detach.Stub) *host {
 // or, once it hosts a monitor, lets go of the caller's stdio, so that a
 // pipe from `lamina run` ends while the container runs on.
 func (h *host) watchStub() {
-	fd, err := unix.PidfdOpen(h.stub.Pid, 0)
+	fd, err := unix.PidfdOpen(h.stub.Pid, unix.PIDFD_NONBLOCK)
 	// The stub is this process's parent for as long as it lives: a
 	// parent that changed means it is gone, and the pid may be another
 	// process's already.
@@ -79,11 +79,21 @@ func (h *host) watchStub() {
 		h.stubGone()
 		return
 	}
-	defer unix.Close(fd)
+	// A pidfd turns readable when its process ends. Through the runtime's
+	// poller the wait holds no thread of its own.
+	pidfd := os.NewFile(uintptr(fd), "stub-pidfd")
+	defer pidfd.Close()
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-			break
+	ended := func(timeout int) bool {
+		n, err := unix.Poll(fds, timeout)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	}
+	rc, err := pidfd.SyscallConn()
+	if err == nil {
+		err = rc.Read(func(uintptr) bool { return ended(0) })
+	}
+	if err != nil { // not pollable: wait in a thread of its own
+		for !ended(-1) {
 		}
 	}
 	h.stubGone()
