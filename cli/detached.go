@@ -48,11 +48,12 @@ type host struct {
 
 func newHost(stub *detach.Stub) *host {
 	h := &host{stub: stub, subs: map[chan<- os.Signal][]os.Signal{}, ignored: map[syscall.Signal]bool{}}
-	for _, sig := range detach.Forwarded {
+	forwarded := detach.Forwarded()
+	for _, sig := range forwarded {
 		h.ignored[sig.(syscall.Signal)] = signal.Ignored(sig)
 	}
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, detach.Forwarded...)
+	signal.Notify(sigs, forwarded...)
 	// It lives as long as the process: signals arrive until the end.
 	go func() {
 		for sig := range sigs {

@@ -103,6 +103,7 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit func(*Stor
 	orders.Close()
 	if err != nil || len(b) == 0 {
 		attach.Close()
+		m.report.Close()
 		m.reported = true // nobody to report to
 		return nil        // the CLI gave up before it had a container
 	}

@@ -45,6 +45,9 @@ int lamina_detach_stub = -1;
 static const int lamina_forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 #define LAMINA_NFORWARDED (int)(sizeof(lamina_forwarded) / sizeof(lamina_forwarded[0]))
 
+static int lamina_forwarded_n(void) { return LAMINA_NFORWARDED; }
+static int lamina_forwarded_at(int i) { return lamina_forwarded[i]; }
+
 static pid_t lamina_child = -1;
 
 static void lamina_forward(int sig) {
@@ -173,12 +176,25 @@ import (
 	"syscall"
 )
 
-// Forwarded are the signals the stub passes on to the detached process,
-// in which the CLI must handle them or act out their default action with
-// Stub.Die: a Go process that does not handle them dies of them, and this
-// one may be a container's monitor.
-var Forwarded = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+// Forwarded returns the signals the stub passes on to the detached
+// process, in which the CLI must handle them or act out their default
+// action with Stub.Die: a Go process that does not handle them dies of
+// them, and this one may be a container's monitor. (lamina_forwarded in
+// the constructor is the same list.)
+func Forwarded() []os.Signal {
+	return []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+}
+
+// stubForwards is the stub's own list of the signals it forwards, which
+// must be Forwarded's.
+func stubForwards() []os.Signal {
+	var sigs []os.Signal
+	for i := 0; i < int(C.lamina_forwarded_n()); i++ {
+		sigs = append(sigs, syscall.Signal(C.lamina_forwarded_at(C.int(i))))
+	}
+	return sigs
+}
 
 // Stub is the process the caller of `lamina run` waits for, as the
 // detached process sees it.

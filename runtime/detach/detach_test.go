@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -210,5 +211,13 @@ func TestStubForwardsSignals(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stub did not end: SIGUSR1 was not forwarded")
+	}
+}
+
+// TestForwardedIsTheStubs: the detached process handles exactly what the
+// stub forwards.
+func TestForwardedIsTheStubs(t *testing.T) {
+	if got, want := stubForwards(), Forwarded(); !slices.Equal(got, want) {
+		t.Fatalf("the stub forwards %v, Forwarded says %v", got, want)
 	}
 }
