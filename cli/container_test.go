@@ -556,27 +556,11 @@ func TestRunOutlivesItsCaller(t *testing.T) {
 			args := append(append([]string{"--root", root, "run", "--name", tc.name}, tc.args...),
 				"busybox", "sh", "-c", "echo ready; sleep 1000")
 			cmd := exec.Command(bin, args...)
-			// A pipe of the test's own: Wait closes a StdoutPipe.
-			stdout, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stdout.Close()
-			cmd.Stdout = w
-			err = cmd.Start()
-			w.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			r := bufio.NewReader(stdout)
-			if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-				t.Fatalf("first line %q, %v", line, err)
-			}
+			r := startReady(t, cmd)
 			if err := cmd.Process.Signal(tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			err = cmd.Wait()
+			err := cmd.Wait()
 			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
 			if !ws.Signaled() || ws.Signal() != tc.sig {
 				t.Fatalf("lamina run ended %v (%v), want killed by %v", ws, err, tc.sig)
@@ -602,18 +586,7 @@ func TestRunOutlivesItsCaller(t *testing.T) {
 		// goes on ignoring it, and so does the stub.
 		cmd := exec.Command("/bin/sh", "-c", `trap '' INT; exec "$0" "$@"`, bin, "--root", root, "run", "--rm", "-t",
 			"busybox", "sh", "-c", "echo ready; sleep 1; echo done")
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		r := bufio.NewReader(stdout)
-		if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-			t.Fatalf("first line %q, %v", line, err)
-		}
+		r := startReady(t, cmd)
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
@@ -632,4 +605,28 @@ func TestRunOutlivesItsCaller(t *testing.T) {
 			t.Fatalf("container %s, want Up", st)
 		}
 	})
+}
+
+// startReady starts cmd with its stdout on a pipe of the test's own (Wait
+// closes a StdoutPipe, which would hide who else holds it), and returns
+// the pipe once cmd has printed "ready".
+func startReady(t *testing.T, cmd *exec.Cmd) *bufio.Reader {
+	t.Helper()
+	stdout, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdout.Close() })
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	return r
 }
