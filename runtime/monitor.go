@@ -123,21 +123,17 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit func(*Stor
 	if ownStdio {
 		// From here on, what the monitor has to say goes to monitor.log,
 		// which the CLI shows when the monitor dies before it reports.
-		if err := redirectStdio(filepath.Join(m.s.dir, o.ID, "monitor.log"), true); err != nil {
+		if err := redirectStdio(filepath.Join(m.s.dir, o.ID, "monitor.log")); err != nil {
 			return err
 		}
 	}
 	return m.run(o.ID, onExit)
 }
 
-// redirectStdio points this process's stdout and stderr at the file log
-// (truncated first if trunc), and its stdin at /dev/null.
-func redirectStdio(log string, trunc bool) error {
-	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
-	if trunc {
-		flags |= os.O_TRUNC
-	}
-	logf, err := os.OpenFile(log, flags, 0o600)
+// redirectStdio points this process's stdout and stderr at the file log,
+// truncated, and its stdin at /dev/null.
+func redirectStdio(log string) error {
+	logf, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("monitor log: %w", err)
 	}
