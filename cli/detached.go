@@ -221,27 +221,16 @@ func (h *host) finish(code int) {
 	}
 }
 
-// release points stdin at /dev/null and stdout and stderr at the
-// monitor's log, and leaves the caller's working directory: what a
-// monitor process has.
+// release gives this process a monitor's stdio (runtime.RedirectStdio:
+// the container's monitor.log, or /dev/null before there is a container
+// or when the log cannot be opened), and leaves the caller's working
+// directory: what a monitor process has.
 func (h *host) release() {
 	h.mu.Lock()
 	log := h.log
 	h.mu.Unlock()
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return
-	}
-	defer null.Close()
-	out := null
-	if log != "" {
-		if f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
-			defer f.Close()
-			out = f
-		}
-	}
-	for fd, f := range []*os.File{null, out, out} {
-		_ = unix.Dup3(int(f.Fd()), fd, 0)
+	if log == "" || runtime.RedirectStdio(log) != nil {
+		_ = runtime.RedirectStdio(os.DevNull)
 	}
 	_ = os.Chdir("/")
 }

@@ -123,17 +123,20 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit func(*Stor
 	if ownStdio {
 		// From here on, what the monitor has to say goes to monitor.log,
 		// which the CLI shows when the monitor dies before it reports.
-		if err := redirectStdio(filepath.Join(m.s.dir, o.ID, "monitor.log")); err != nil {
+		if err := RedirectStdio(filepath.Join(m.s.dir, o.ID, "monitor.log")); err != nil {
 			return err
 		}
 	}
 	return m.run(o.ID, onExit)
 }
 
-// redirectStdio points this process's stdout and stderr at the file log,
-// truncated, and its stdin at /dev/null.
-func redirectStdio(log string) error {
-	logf, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+// RedirectStdio gives this process a monitor's stdio: stdin /dev/null,
+// stdout and stderr the file log (created, or appended to). A monitor
+// process takes it once it knows its container (Pending.Start has removed
+// what a previous start logged); a CLI that is its container's monitor
+// (package detach), once the CLI is done.
+func RedirectStdio(log string) error {
+	logf, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("monitor log: %w", err)
 	}
