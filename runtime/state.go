@@ -265,17 +265,7 @@ func (s *Store) Create(c *Container) error {
 // it, or one whose rename was cut short) is read from config.json.
 
 // writeName writes c's name file atomically.
-func writeName(c *Container) error {
-	tmp := c.File("name.tmp")
-	if err := os.WriteFile(tmp, []byte(c.Name), 0o600); err != nil {
-		return fmt.Errorf("write name: %w", err)
-	}
-	if err := os.Rename(tmp, c.File("name")); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write name: %w", err)
-	}
-	return nil
-}
+func writeName(c *Container) error { return writeFile(c.File("name"), []byte(c.Name)) }
 
 // names maps every container's name to its ID. With migrate (the caller
 // holds the store's lock), a container without a name file gets one.
@@ -315,11 +305,18 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
+	return writeFile(path, b)
+}
+
+// writeFile replaces the file at path with b atomically: written beside
+// it, then renamed over it.
+func writeFile(path string, b []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
 	}
 	return nil
