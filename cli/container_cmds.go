@@ -23,10 +23,16 @@ import (
 // forms, and the `container` group with the same commands and `prune`.
 // (The hidden entry points the binary is re-executed as are runHidden's.)
 func containerCommands(app *App) []*cobra.Command {
-	group := &cobra.Command{Use: "container", Short: "Manage containers"}
+	group := newContainerGroup()
 	group.AddCommand(append(containerVerbs(app), newContainerPruneCmd(app),
 		withUse(newPsCmd(app), "ls [OPTIONS]", "ps", "list"))...)
 	return append(containerVerbs(app), newPsCmd(app), group)
+}
+
+// newContainerGroup is the `lamina container` command, without its
+// commands.
+func newContainerGroup() *cobra.Command {
+	return &cobra.Command{Use: "container", Short: "Manage containers"}
 }
 
 // containerVerbs are the commands that exist both at the top level and in

@@ -80,7 +80,7 @@ func NewRoot(app *App) *cobra.Command {
 // whole tree costs a fresh process about a millisecond to build.
 func newRunRoot(app *App) *cobra.Command {
 	root := newRootCmd(app)
-	group := &cobra.Command{Use: "container", Short: "Manage containers"}
+	group := newContainerGroup()
 	group.AddCommand(newRunCmd(app))
 	root.AddCommand(newRunCmd(app), group)
 	return root
