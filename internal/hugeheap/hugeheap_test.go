@@ -142,26 +142,30 @@ func TestExtendGivesHugePages(t *testing.T) {
 	if childAction(t) {
 		return
 	}
-	if got := runChild(t, "TestExtendGivesHugePages", "extend"); got < 16<<20 {
+	if got, _ := runChild(t, "TestExtendGivesHugePages", "extend"); got < 16<<20 {
 		t.Errorf("after extend and 32 MiB of small objects, their mapping has %d KiB on huge pages, want at least 16 MiB", got>>10)
 	}
-	if got := runChild(t, "TestExtendGivesHugePages", "none"); got != 0 {
+	if got, _ := runChild(t, "TestExtendGivesHugePages", "walk"); got != 0 {
 		t.Errorf("without extend, the objects' mapping has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
 	}
 }
 
 // TestStartHuge checks the mechanism of init on this kernel: in a fresh
-// process whose init did nothing (LAMINA_HUGEHEAP=off), the heap around a
-// fresh object ends up on a huge page after startHuge, and not without.
+// process whose init did nothing (LAMINA_HUGEHEAP=off), after startHuge
+// the whole of the heap's first chunk from the fresh object up is on huge
+// pages once the program has allocated into it: the huge page the object
+// is in (collapsed) and those above it, untouched at the time (marked).
+// Without startHuge, none of it is.
 func TestStartHuge(t *testing.T) {
 	if childAction(t) {
 		return
 	}
-	if got := runChild(t, "TestStartHuge", "start"); got < hugePage {
-		t.Errorf("with startHuge, the heap mapping has %d KiB on huge pages, want at least 2048", got>>10)
+	got, want := runChild(t, "TestStartHuge", "start")
+	if want < hugePage || got < want {
+		t.Errorf("with startHuge, the heap's first chunk has %d KiB on huge pages, want %d KiB", got>>10, want>>10)
 	}
-	if got := runChild(t, "TestStartHuge", "none"); got != 0 {
-		t.Errorf("without startHuge, the heap mapping has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
+	if got, _ := runChild(t, "TestStartHuge", "none"); got != 0 {
+		t.Errorf("without startHuge, the heap's first chunk has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
 	}
 }
 
@@ -169,8 +173,9 @@ func TestStartHuge(t *testing.T) {
 const childEnv = "HUGEHEAP_TEST_CHILD"
 
 // childAction, in a child started by runChild, does the action asked
-// for and prints the AnonHugePages of the heap mapping it used; it
-// reports whether this is such a child.
+// for, allocates, and prints the AnonHugePages of the heap it used and
+// how much of it should be on huge pages; it reports whether this is
+// such a child.
 func childAction(t *testing.T) bool {
 	action := os.Getenv(childEnv)
 	if action == "" {
@@ -185,7 +190,18 @@ func childAction(t *testing.T) bool {
 		extend()
 	}
 	var keep [][]byte
-	if action != "start" { // allocate as a walk of a tree does
+	if action == "start" || action == "none" {
+		// A program's start allocates up through its first chunk: 3 MiB
+		// of 64 KiB objects fill what is left of it above a.
+		lo := a &^ (hugePage - 1)
+		hi := a&^(startChunk-1) + startChunk
+		for range 48 {
+			b := make([]byte, 64<<10)
+			b[0], b[len(b)-1] = 1, 1
+			keep = append(keep, b)
+		}
+		fmt.Printf("anonhuge=%d want=%d\n", rangeAnonHuge(t, lo, hi), hi-lo)
+	} else { // allocate as a walk of a tree does
 		keep = make([][]byte, 0, 32<<10)
 		for range 32 << 10 { // 32 MiB of node-sized objects, written as nodes are
 			b := make([]byte, 1<<10)
@@ -193,17 +209,17 @@ func childAction(t *testing.T) bool {
 			keep = append(keep, b)
 		}
 		a = uintptr(unsafe.Pointer(&keep[len(keep)/2][0]))
+		fmt.Printf("anonhuge=%d want=0\n", rangeAnonHuge(t, a, a+1))
 	}
-	fmt.Printf("anonhuge=%d\n", vmaAnonHuge(t, a))
 	runtime.KeepAlive(p)
 	runtime.KeepAlive(keep)
 	return true
 }
 
 // runChild runs test in a fresh process (LAMINA_HUGEHEAP=off, so that
-// its init leaves the heap alone) doing action, and returns what it
-// printed.
-func runChild(t *testing.T, test, action string) int64 {
+// its init leaves the heap alone) doing action, and returns the two
+// numbers it printed.
+func runChild(t *testing.T, test, action string) (anonHuge, want int64) {
 	if !wanted(readMode(), os.Getenv("GODEBUG")) {
 		t.Skipf("THP mode is %q, not madvise: nothing to do", strings.TrimSpace(readMode()))
 	}
@@ -213,27 +229,33 @@ func runChild(t *testing.T, test, action string) int64 {
 	if err != nil {
 		t.Fatalf("child %s: %v\n%s", action, err, out)
 	}
-	_, v, ok := strings.Cut(string(out), "anonhuge=")
-	n, err := strconv.ParseInt(strings.Fields(v + " x")[0], 10, 64)
-	if !ok || err != nil {
+	var line string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "anonhuge=") {
+			line = l
+		}
+	}
+	if _, err := fmt.Sscanf(line, "anonhuge=%d want=%d", &anonHuge, &want); err != nil {
 		t.Fatalf("child %s printed %q", action, out)
 	}
-	return n
+	return anonHuge, want
 }
 
-// vmaAnonHuge is the AnonHugePages of the mapping holding address a.
-func vmaAnonHuge(t *testing.T, a uintptr) int64 {
+// rangeAnonHuge sums the AnonHugePages of the mappings that overlap the
+// addresses [lo, hi).
+func rangeAnonHuge(t *testing.T, lo, hi uintptr) int64 {
 	b, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := false
+	var sum int64
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			lo, hi, ok := strings.Cut(f[0], "-")
-			l0, e1 := strconv.ParseUint(lo, 16, 64)
-			h0, e2 := strconv.ParseUint(hi, 16, 64)
-			in = ok && e1 == nil && e2 == nil && uint64(a) >= l0 && uint64(a) < h0
+			s, e, ok := strings.Cut(f[0], "-")
+			l0, e1 := strconv.ParseUint(s, 16, 64)
+			h0, e2 := strconv.ParseUint(e, 16, 64)
+			in = ok && e1 == nil && e2 == nil && uint64(lo) < h0 && uint64(hi) > l0
 			continue
 		}
 		if v, ok := strings.CutPrefix(l, "AnonHugePages:"); ok && in {
@@ -241,9 +263,8 @@ func vmaAnonHuge(t *testing.T, a uintptr) int64 {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return kb << 10
+			sum += kb << 10
 		}
 	}
-	t.Fatalf("no mapping holds %#x", a)
-	return 0
+	return sum
 }
