@@ -268,3 +268,18 @@ func rangeAnonHuge(t *testing.T, lo, hi uintptr) int64 {
 	}
 	return sum
 }
+
+// TestOneArena checks the constructor of arena_cgo.go: a new thread's
+// malloc comes from the main arena, not from an arena of its own.
+func TestOneArena(t *testing.T) {
+	if !oneArena {
+		t.Skip("built without cgo: no malloc in this program")
+	}
+	in, err := threadMallocInMainArena()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in {
+		t.Error("a new thread's malloc came from an arena of its own (M_ARENA_MAX not 1)")
+	}
+}
