@@ -50,6 +50,7 @@ func openStore(app *App) (*layerstore.Store, error) {
 	// rmi refuses an image a running container uses even with -f, and
 	// df counts such images as active: the runtime knows which run.
 	s.IsRunning = func(id string) bool { return containerIsRunning(app, id) }
+	s.HolderGone = func(holder string) bool { return holderGone(app, holder) }
 	if v := os.Getenv("LAMINA_MAX_LAYER_SIZE"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {

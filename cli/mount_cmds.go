@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/opencontainers/go-digest"
@@ -45,6 +46,23 @@ func openMounts(app *App) (*hostmount.Manager, error) {
 // mountHolder is the name under which a host mount holds its image's
 // layers in the store, as a container would.
 func mountHolder(key string) string { return "mount:" + key }
+
+// holderGone reports whether the holder of a container ref in the layer
+// store is gone for good, so that garbage collection may drop the ref: a
+// container whose directory is gone, or a host mount with no live record
+// (unmounted, or its server dead). When it cannot tell, the holder stays.
+func holderGone(app *App, holder string) bool {
+	if key, ok := strings.CutPrefix(holder, "mount:"); ok {
+		m, err := openMounts(app)
+		if err != nil {
+			return false
+		}
+		r, err := m.Get(key)
+		return err == nil && r == nil
+	}
+	_, err := os.Lstat(filepath.Join(app.Root, "containers", holder))
+	return errors.Is(err, os.ErrNotExist)
+}
 
 func newMountCmd(app *App) *cobra.Command {
 	var layer int

@@ -48,6 +48,15 @@ func TestMountImage(t *testing.T) {
 	} else if !strings.HasPrefix(stderr, "lamina: ") {
 		t.Errorf("rmi error %q", stderr)
 	}
+	// Nor after a prune: garbage collection must not take the mount's
+	// hold for the stale ref of a container that is gone.
+	ok(t, root, "image", "prune", "-a", "-f")
+	if _, _, code := run(t, root, nil, "rmi", "bb:1"); code == 0 {
+		t.Errorf("rmi of a mounted image succeeded after image prune")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bin/busybox")); err != nil {
+		t.Errorf("mounted image's content after prune and rmi: %v", err)
+	}
 
 	// One layer alone, at a directory of our choosing.
 	ldir := filepath.Join(t.TempDir(), "layer")

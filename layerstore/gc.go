@@ -300,17 +300,26 @@ func (s *Store) collectGarbage() ([]Orphan, error) {
 	return removed, err
 }
 
-// staleContainerRefs are container refs whose container directory is gone:
-// the container engine deletes the directory before dropping the ref, so a
-// crash in between leaves a ref that would hold its layers forever.
+// staleContainerRefs are container refs whose holder is gone (HolderGone):
+// the container engine deletes the container's directory before dropping
+// the ref, and a host mount's server can die, so a crash in between
+// leaves a ref that would hold its layers forever.
 // Preconditions: in a txn.
 func (s *Store) staleContainerRefs(tx *bolt.Tx) []string {
 	var ids []string
 	tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
-		if _, err := os.Lstat(filepath.Join(s.root, "containers", string(k))); os.IsNotExist(err) {
+		if s.holderGone(string(k)) {
 			ids = append(ids, string(k))
 		}
 		return nil
 	})
 	return ids
+}
+
+func (s *Store) holderGone(holder string) bool {
+	if s.HolderGone != nil {
+		return s.HolderGone(holder)
+	}
+	_, err := os.Lstat(filepath.Join(s.root, "containers", holder))
+	return os.IsNotExist(err)
 }

@@ -91,6 +91,12 @@ type Store struct {
 	// IsRunning, when set, tells rmi that a container is running (a hard
 	// conflict, as in docker) rather than stopped (a soft one, -f overrides).
 	IsRunning func(containerID string) bool
+	// HolderGone, when set, tells garbage collection that the holder of a
+	// container ref (a container ID, or another name a caller holds an
+	// image under, such as a host mount's) is gone for good, so its ref
+	// is stale. Unset, a holder is gone when <root>/containers/<holder>
+	// does not exist, which is only right for containers.
+	HolderGone func(holder string) bool
 }
 
 // DefaultMaxLayerSize is the default bound on a layer's uncompressed size.

@@ -457,3 +457,37 @@ func TestStaleContainerRef(t *testing.T) {
 	}
 	assertEmptyStore(t, s)
 }
+
+// TestHolderGone: with HolderGone set, it alone says which holders are
+// gone: a live holder with no container dir (a host mount's) keeps its
+// layers through garbage collection, a gone one's ref is dropped.
+func TestHolderGone(t *testing.T) {
+	s := openTemp(t)
+	img := importT(t, s, makeTar(t, file("a", "1")))
+	live := map[string]bool{"mount:live": true}
+	s.HolderGone = func(h string) bool { return !live[h] }
+	for _, h := range []string{"mount:live", "mount:dead"} {
+		if err := s.AddContainerRef(img.ID, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RemoveImage(img.ID.String(), true, true); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Fsck(true)
+	if err != nil || len(rep.Repaired) != 1 || !strings.Contains(rep.Repaired[0], "containers/mount:dead") {
+		t.Fatalf("repair = %+v, %v; want the dead holder's ref removed, alone", rep, err)
+	}
+	refs, err := s.ContainerRefs()
+	if err != nil || len(refs) != 1 || refs["mount:live"] != img.ID {
+		t.Fatalf("refs after repair = %v, %v; want mount:live's", refs, err)
+	}
+	if _, err := os.Stat(s.LayerDir(img.Layers[0].ChainID)); err != nil {
+		t.Errorf("a live holder's layer was removed: %v", err)
+	}
+	delete(live, "mount:live")
+	if _, err := s.Fsck(true); err != nil {
+		t.Fatal(err)
+	}
+	assertEmptyStore(t, s)
+}
