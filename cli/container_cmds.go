@@ -149,7 +149,8 @@ func (f *runFlags) register(c *cobra.Command, run bool) {
 // createContainer makes a container from image and the flags: resolves the
 // image, builds the spec, records the container and takes a reference on
 // the image.
-func createContainer(app *App, f *runFlags, image string, cmdArgs []string) (*runtime.Container, *runtime.Store, error) {
+// createContainer makes container id (runtime.NewID) from image.
+func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) (*runtime.Container, *runtime.Store, error) {
 	ls, err := openStore(app)
 	if err != nil {
 		return nil, nil, err
@@ -249,7 +250,6 @@ func createContainer(app *App, f *runFlags, image string, cmdArgs []string) (*ru
 	if err != nil {
 		return nil, nil, err
 	}
-	id := runtime.NewID()
 	dir := filepath.Join(app.Root, "containers", id)
 	spec, err := runtime.NewSpec(id, filepath.Join(dir, "merged"), opts)
 	if err != nil {
@@ -370,7 +370,7 @@ func newCreateCmd(app *App) *cobra.Command {
 		Short: "Create a new container",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := createContainer(app, f, args[0], args[1:])
+			c, _, err := createContainer(app, f, runtime.NewID(), args[0], args[1:])
 			if err != nil {
 				return err
 			}
@@ -396,12 +396,14 @@ func newRunCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// The monitor starts while the container is made.
-			p, err := app.prepare(s, !f.detach)
+			// The monitor starts while the container is made, and knows
+			// its ID ahead (see runtime.Store.PrepareHere).
+			id := runtime.NewID()
+			p, err := app.prepare(s, !f.detach, id)
 			if err != nil {
 				return err
 			}
-			c, _, err := createContainer(app, f, args[0], args[1:])
+			c, _, err := createContainer(app, f, id, args[0], args[1:])
 			if err != nil {
 				p.Abort()
 				return err

@@ -630,3 +630,91 @@ func startReady(t *testing.T, cmd *exec.Cmd) *bufio.Reader {
 	}
 	return r
 }
+
+// TestRunInterruptedBeforeStart: a run ended by a signal while it still
+// creates its container (here it waits for the store's lock) leaves no
+// process and no cgroup behind, though its monitor has spawned the
+// container's init ahead and put it into the container's cgroups.
+func TestRunInterruptedBeforeStart(t *testing.T) {
+	root := ctrStore(t)
+	db, err := os.OpenFile(filepath.Join(root, "meta.db"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := syscall.Flock(int(db.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testutil.Binary(t, "lamina"), "--root", root, "run", "--rm", "busybox", "true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// The stub's child is the CLI and monitor; its child, the init.
+	var initPid int
+	var cgroups []string
+	eventually(t, "the init spawned ahead in the container's cgroups", func() bool {
+		for _, cli := range childPids(cmd.Process.Pid) {
+			for _, p := range childPids(cli) {
+				if dirs := laminaCgroups(p); len(dirs) > 0 {
+					initPid, cgroups = p, dirs
+					return true
+				}
+			}
+		}
+		return false
+	})
+	start := procStart(initPid)
+	for _, d := range cgroups {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("init's cgroup: %v", err)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("lamina run ended %v (%v), want killed by SIGTERM", ws, err)
+	}
+	eventually(t, "init to die", func() bool { return gone(initPid, start) })
+	for _, d := range cgroups {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s left behind (%v)", d, err)
+		}
+	}
+}
+
+// childPids lists pid's children (of all its threads).
+func childPids(pid int) []int {
+	files, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "children"))
+	var out []int
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, s := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(s); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// laminaCgroups lists the directories of pid's cgroups that are a
+// container's (…/lamina/ID).
+func laminaCgroups(pid int) []string {
+	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || !strings.Contains(parts[2], "/lamina/") {
+			continue
+		}
+		if parts[0] == "0" {
+			out = append(out, filepath.Join("/sys/fs/cgroup", parts[2]))
+		} else {
+			out = append(out, filepath.Join("/sys/fs/cgroup", strings.SplitN(parts[1], ",", 2)[0], parts[2]))
+		}
+	}
+	return out
+}

@@ -130,8 +130,8 @@ func (h *host) stop(c chan<- os.Signal) {
 // deliver hands sig to the CLI's handlers, as package signal would, or
 // else does what sig does to a process that does not handle it: SIGWINCH,
 // or a signal the process started with ignored, nothing; any other,
-// before a monitor here has its container, kill this process (the stub
-// dies of it in turn), and after, kill the stub alone and let this
+// before a monitor here has its container, abort the monitors and kill
+// this process (the stub dies of it in turn), and after, kill the stub alone and let this
 // process go on without its caller's stdio.
 func (h *host) deliver(sig syscall.Signal) {
 	h.mu.Lock()
@@ -148,10 +148,16 @@ func (h *host) deliver(sig syscall.Signal) {
 		}
 	}
 	hosting := h.hosting
+	monitors := h.monitors
 	h.mu.Unlock()
 	switch {
 	case handled || sig == syscall.SIGWINCH || h.ignored[sig]:
 	case !hosting:
+		// A monitor without its container yet leaves nothing behind
+		// (the init spawned ahead, its cgroup) when it is aborted.
+		for _, p := range monitors {
+			p.Abort()
+		}
 		signal.Reset(sig)
 		_ = unix.Kill(os.Getpid(), sig)
 	default:
@@ -160,12 +166,13 @@ func (h *host) deliver(sig syscall.Signal) {
 	}
 }
 
-// prepare is s.Prepare, with the monitor run here in a detached CLI.
-func (a *App) prepare(s *runtime.Store, attach bool) (*runtime.Pending, error) {
+// prepare is s.Prepare, with the monitor run here in a detached CLI, for
+// the container that will have ID id.
+func (a *App) prepare(s *runtime.Store, attach bool, id string) (*runtime.Pending, error) {
 	if a.host == nil {
 		return s.Prepare(attach)
 	}
-	p, err := s.PrepareHere(attach, autoRemove(a.Stderr))
+	p, err := s.PrepareHere(attach, id, autoRemove(a.Stderr))
 	if err == nil {
 		a.host.mu.Lock()
 		a.host.monitors = append(a.host.monitors, p)

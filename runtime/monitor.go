@@ -42,7 +42,10 @@ type monitor struct {
 	init  *InitProcess
 	// ahead is an init spawned before the container was known, until
 	// takeInit takes it (nil then, or when none could be spawned).
-	ahead    *InitProcess
+	ahead *InitProcess
+	// early is the cgroup made for the container's ID, known ahead, with
+	// ahead in it, until cgroup takes it.
+	early    *earlyCgroup
 	attached chan struct{} // closed by the first client to attach
 	once     sync.Once
 }
@@ -66,12 +69,12 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 		attach.Close()
 		return fmt.Errorf("monitor: unexpected arguments %q", args)
 	}
-	return runMonitor(report, orders, attach, true, onExit)
+	return runMonitor(report, orders, attach, true, "", onExit)
 }
 
 // runMonitor runs a monitor on its three pipes (start.go), in a process of
 // its own or, with ownStdio false, in the CLI's, which keeps its stdio.
-func runMonitor(report, orders, attach *os.File, ownStdio bool, onExit func(*Store, *Container, *State)) error {
+func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExit func(*Store, *Container, *State)) error {
 	// A monitor's live heap is a few MB. At the default GOGC its first
 	// collection fell within a short container's start and teardown (about
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
@@ -85,12 +88,16 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, onExit func(*Sto
 	// docker's default namespaces; a container with others gets a new
 	// one (monitor.takeInit). Failing here only costs that head start.
 	m.ahead, _ = spawnInitAhead()
+	if m.ahead != nil && id != "" {
+		m.early = startEarlyCgroup(id, m.ahead.Pid())
+	}
 	warmJSON()
 	err := m.main(orders, attach, ownStdio, onExit)
 	if m.ahead != nil { // never taken: no container, or it failed before its start
 		m.ahead.Kill()
 		_, _ = m.ahead.Wait()
 	}
+	m.dropEarly() // never taken either
 	m.sendReport(err)
 	return err
 }
@@ -238,7 +245,7 @@ func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error 
 		return abort(err)
 	}
 	defer mnt.Unmount()
-	cg, err := NewCgroup(c.ID, spec.Linux.Resources)
+	cg, err := m.cgroup(c.ID, ip.Pid(), spec.Linux.Resources)
 	if err != nil {
 		return abort(err)
 	}
@@ -326,6 +333,54 @@ func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error 
 	}
 	m.hub.mu.Unlock()
 	return nil
+}
+
+// cgroup returns container id's cgroups, with resources r set and init pid
+// in them: the early ones when they are id's (the limits are set once the
+// init, still waiting for its bootstrap, is in), else new ones.
+func (m *monitor) cgroup(id string, pid int, r *specs.LinuxResources) (*Cgroup, error) {
+	e := m.early
+	m.early = nil
+	if e != nil {
+		<-e.done
+		if e.cg != nil && e.id == id {
+			if err := e.cg.set(r); err != nil {
+				_ = e.cg.Destroy()
+				return nil, err
+			}
+			if e.pid != pid { // the init spawned ahead did not suit
+				if err := e.cg.Add(pid); err != nil {
+					_ = e.cg.Destroy()
+					return nil, err
+				}
+			}
+			return e.cg, nil
+		}
+	}
+	cg, err := NewCgroup(id, r)
+	if err == nil {
+		if err = cg.Add(pid); err != nil {
+			_ = cg.Destroy()
+		}
+	}
+	if e != nil {
+		// Another container's (or failed): pid has left it, if it was in.
+		_ = e.cg.Destroy()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cg, nil
+}
+
+// dropEarly removes the early cgroup, if it was never taken, once what was
+// put into it has left or died.
+func (m *monitor) dropEarly() {
+	if e := m.early; e != nil {
+		m.early = nil
+		<-e.done
+		_ = e.cg.Destroy()
+	}
 }
 
 func (m *monitor) updateState(f func(*State)) error {

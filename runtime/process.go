@@ -65,6 +65,13 @@ func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) 
 	if err != nil {
 		return nil, err
 	}
+	if cg != nil {
+		if err := cg.Add(p.Pid()); err != nil {
+			p.Kill()
+			_, _ = p.Wait()
+			return nil, err
+		}
+	}
 	if err := p.bootstrap(spec, filter, cg); err != nil {
 		return nil, err
 	}
@@ -164,10 +171,10 @@ func spawn(flags uintptr, stdio Stdio) (*InitProcess, error) {
 	return &InitProcess{cmd: cmd, sock: parent}, nil
 }
 
-// bootstrap puts a spawned init into cg (nil: no cgroups), hands it spec
-// and the compiled seccomp filter (nil: none), and waits until the root
-// filesystem is built and the command found. On failure init is killed
-// and reaped.
+// bootstrap hands a spawned init, which the caller has put into cg (nil:
+// no cgroups), spec and the compiled seccomp filter (nil: none), and waits
+// until the root filesystem is built and the command found. On failure
+// init is killed and reaped.
 func (p *InitProcess) bootstrap(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 	if err := p.setup(spec, filter, cg); err != nil {
 		p.Kill()
@@ -179,11 +186,6 @@ func (p *InitProcess) bootstrap(spec *specs.Spec, filter []byte, cg *Cgroup) err
 
 func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 	p.cg, p.resources = cg, spec.Linux.Resources
-	if cg != nil {
-		if err := cg.Add(p.cmd.Process.Pid); err != nil {
-			return err
-		}
-	}
 	// Init gets the program, not the profile: tens of KB of JSON less to
 	// encode and decode.
 	if spec.Linux.Seccomp != nil {
