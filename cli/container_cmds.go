@@ -74,12 +74,27 @@ func runHidden(args []string, stderr io.Writer) (code int, ok bool) {
 }
 
 // autoRemove is the monitor's hook for --rm: it removes a container that
-// asked for it once it has stopped.
-func autoRemove(stderr io.Writer) func(*runtime.Store, *runtime.Container, *runtime.State) {
-	return func(s *runtime.Store, c *runtime.Container, st *runtime.State) {
-		if c.HostConfig.AutoRemove {
-			app := &App{Root: s.Root(), Stderr: stderr}
-			if err := removeContainer(app, s, c); err != nil {
+// asked for it once it has stopped. The container is gone (unlisted, its
+// name free) before its caller hears the exit status, as with docker; its
+// files and its hold on the image, which no command sees once it is gone
+// (layerstore.Store.HolderGone), are let go of after.
+func autoRemove(stderr io.Writer) runtime.ExitHook {
+	return func(s *runtime.Store, c *runtime.Container, st *runtime.State) func() {
+		if !c.HostConfig.AutoRemove {
+			return nil
+		}
+		app := &App{Root: s.Root(), Stderr: stderr}
+		reclaim, err := s.Unlist(c)
+		if err != nil {
+			fmt.Fprintf(stderr, "lamina: --rm: %v\n", err)
+			return nil
+		}
+		return func() {
+			err := reclaim()
+			if err == nil {
+				err = dropImageRef(app, c)
+			}
+			if err != nil {
 				fmt.Fprintf(stderr, "lamina: --rm: %v\n", err)
 			}
 		}
@@ -352,6 +367,11 @@ func removeContainer(app *App, s *runtime.Store, c *runtime.Container) error {
 	if err := s.Delete(c); err != nil {
 		return err
 	}
+	return dropImageRef(app, c)
+}
+
+// dropImageRef drops a removed container's hold on its image.
+func dropImageRef(app *App, c *runtime.Container) error {
 	ls, err := openStore(app)
 	if err != nil {
 		return err

@@ -718,3 +718,30 @@ func laminaCgroups(pid int) []string {
 	}
 	return out
 }
+
+// TestRunRmThenRmi: once `run --rm` returns, its container is gone for
+// every command: its name is free and its image can be removed at once,
+// though its files and its hold on the image are let go of after the
+// caller hears the exit status. Nothing is left behind.
+func TestRunRmThenRmi(t *testing.T) {
+	root := ctrStore(t)
+	for i := 0; i < 2; i++ {
+		if out := ok(t, root, "run", "--rm", "--name", "once", "busybox", "echo", "hi"); out != "hi\n" {
+			t.Fatalf("run %d: %q", i, out)
+		}
+		if left := ok(t, root, "ps", "-a", "-q"); left != "" {
+			t.Fatalf("ps -a after run --rm: %q", left)
+		}
+	}
+	ok(t, root, "rmi", "busybox")
+	eventually(t, "the removed containers' files and refs to go", func() bool {
+		ents, _ := os.ReadDir(filepath.Join(root, "containers"))
+		for _, e := range ents {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".seccomp") {
+				return false
+			}
+		}
+		// No orphan either: the refs were dropped, not left to prune.
+		return strings.HasSuffix(ok(t, root, "system", "fsck"), ": clean\n")
+	})
+}

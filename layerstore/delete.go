@@ -61,7 +61,7 @@ func (s *Store) RemoveImage(ref string, force, prune bool) ([]DeleteResponse, er
 			// Untagging the last reference of an image a container uses
 			// would leave it dangling: docker asks for -f first.
 			if !force && len(tags) == 1 {
-				users, err := containerUsers(tx)
+				users, err := s.containerUsers(tx)
 				if err != nil {
 					return err
 				}
@@ -128,7 +128,7 @@ func (s *Store) conflict(tx *bolt.Tx, id digest.Digest, mask int) (*ConflictErro
 			return &ConflictError{ID: id, Hard: true, Reason: "image has dependent child images"}, nil
 		}
 	}
-	users, err := containerUsers(tx)
+	users, err := s.containerUsers(tx)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (s *Store) PruneImages(all bool) (*PruneReport, error) {
 		for {
 			var victims []digest.Digest
 			tags := tagIndex(tx)
-			users, err := containerUsers(tx)
+			users, err := s.containerUsers(tx)
 			if err != nil {
 				return err
 			}

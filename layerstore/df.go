@@ -46,7 +46,7 @@ func (s *Store) DiskUsage() (*DiskUsage, error) {
 	users := map[digest.Digest][]string{}
 	inUse := map[digest.Digest]bool{} // layers a container holds
 	err = s.view(func(tx *bolt.Tx) error {
-		if users, err = containerUsers(tx); err != nil {
+		if users, err = s.containerUsers(tx); err != nil {
 			return err
 		}
 		refs = map[string]digest.Digest{}

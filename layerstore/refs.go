@@ -54,20 +54,27 @@ func (s *Store) RemoveContainerRef(imageID digest.Digest, containerID string) er
 	})
 }
 
-// ImagesUsedByContainers maps each image ID to the containers holding it.
+// ImagesUsedByContainers maps each image ID to the containers (and other
+// holders) holding it.
 func (s *Store) ImagesUsedByContainers() (map[digest.Digest][]string, error) {
 	m := map[digest.Digest][]string{}
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		m, err = containerUsers(tx)
+		m, err = s.containerUsers(tx)
 		return err
 	})
 	return m, err
 }
 
-func containerUsers(tx *bolt.Tx) (map[digest.Digest][]string, error) {
+// containerUsers maps each image ID to the holders of its container refs,
+// but for the holders that are gone (HolderGone): a container removed
+// with --rm is gone for every command before its ref is dropped.
+func (s *Store) containerUsers(tx *bolt.Tx) (map[digest.Digest][]string, error) {
 	m := map[digest.Digest][]string{}
 	err := tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
+		if s.holderGone(string(k)) {
+			return nil
+		}
 		var ref containerRef
 		if err := json.Unmarshal(v, &ref); err != nil {
 			return fmt.Errorf("container record %s: %w", k, err)

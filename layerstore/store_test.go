@@ -491,3 +491,27 @@ func TestHolderGone(t *testing.T) {
 	}
 	assertEmptyStore(t, s)
 }
+
+// TestGoneHolderDoesNotHold: rmi without force refuses an image a live
+// holder uses, and not one only gone holders' refs still name (a container
+// run with --rm is gone before its ref is dropped).
+func TestGoneHolderDoesNotHold(t *testing.T) {
+	s := openTemp(t)
+	img := importT(t, s, makeTar(t, file("a", "1")))
+	live := map[string]bool{"c1": true}
+	s.HolderGone = func(h string) bool { return !live[h] }
+	if err := s.AddContainerRef(img.ID, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RemoveImage(img.ID.String(), false, true); err == nil {
+		t.Fatal("rmi of an image a live container holds succeeded")
+	}
+	delete(live, "c1")
+	if _, err := s.RemoveImage(img.ID.String(), false, true); err != nil {
+		t.Fatalf("rmi of an image only a gone container's ref names: %v", err)
+	}
+	if _, err := s.Fsck(true); err != nil {
+		t.Fatal(err)
+	}
+	assertEmptyStore(t, s)
+}

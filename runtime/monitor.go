@@ -50,12 +50,16 @@ type monitor struct {
 	once     sync.Once
 }
 
+// ExitHook runs in a container's monitor once the container has stopped
+// and been unmounted, before attached clients hear its exit status (the
+// CLI's --rm hooks in there). What it returns, when not nil, runs after
+// they have: work the container's caller does not wait for.
+type ExitHook func(*Store, *Container, *State) (after func())
+
 // RunMonitor is the monitor's body, `lamina __monitor` with the fds
 // Prepare gives it (see start.go): it waits for its orders, then runs the
-// container. onExit runs after the container
-// has stopped and been unmounted, and before attached clients hear the exit
-// status (the CLI's --rm hooks in there).
-func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
+// container, and onExit (nil: none) once it has stopped.
+func RunMonitor(args []string, onExit ExitHook) error {
 	// The fds came in without close-on-exec: no child of the monitor may
 	// hold them, or the CLI never sees EOF. Nor may anything else the
 	// CLI's own parent left open reach the container.
@@ -74,7 +78,7 @@ func RunMonitor(args []string, onExit func(*Store, *Container, *State)) error {
 
 // runMonitor runs a monitor on its three pipes (start.go), in a process of
 // its own or, with ownStdio false, in the CLI's, which keeps its stdio.
-func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExit func(*Store, *Container, *State)) error {
+func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExit ExitHook) error {
 	// A monitor's live heap is a few MB. At the default GOGC its first
 	// collection fell within a short container's start and teardown (about
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
@@ -105,7 +109,7 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExi
 // main reads the monitor's orders and runs the container; attach is the
 // monitor's end of the attach socketpair, and ownStdio says the process's
 // stdout and stderr are the monitor's, to point at its log.
-func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit func(*Store, *Container, *State)) error {
+func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit ExitHook) error {
 	b, err := io.ReadAll(orders)
 	orders.Close()
 	if err != nil || len(b) == 0 {
@@ -197,7 +201,7 @@ func (m *monitor) sendReport(err error) {
 	m.report.Close()
 }
 
-func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error {
+func (m *monitor) run(id string, onExit ExitHook) error {
 	c, err := m.s.Load(id)
 	if err != nil {
 		return err
@@ -322,8 +326,9 @@ func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error 
 		}
 		final = *st
 	})
+	var after func()
 	if onExit != nil {
-		onExit(m.s, c, &final)
+		after = onExit(m.s, c, &final)
 	}
 	b, _ := json.Marshal(ExitStatus{ExitCode: code, OOMKilled: oom})
 	m.hub.broadcast(frameExit, b)
@@ -332,6 +337,9 @@ func (m *monitor) run(id string, onExit func(*Store, *Container, *State)) error 
 		cl.conn.Close()
 	}
 	m.hub.mu.Unlock()
+	if after != nil {
+		after()
+	}
 	return nil
 }
 

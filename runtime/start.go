@@ -152,7 +152,7 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 // caller creates the container. Joining a cgroup v1 waits out an RCU grace
 // period, 6-14 ms on this project's test machine, which the container's
 // start no longer waits for.
-func (s *Store) PrepareHere(attach bool, id string, onExit func(*Store, *Container, *State)) (*Pending, error) {
+func (s *Store) PrepareHere(attach bool, id string, onExit ExitHook) (*Pending, error) {
 	p, e, err := s.preparePipes(attach)
 	if err != nil {
 		return nil, err

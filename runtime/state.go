@@ -482,27 +482,57 @@ func (s *Store) Rename(c *Container, name string) error {
 // Delete removes a stopped container's directory, unmounting whatever a
 // dead monitor left mounted and removing its cgroups.
 func (s *Store) Delete(c *Container) error {
-	unlock, err := s.Lock()
+	reclaim, err := s.Unlist(c)
 	if err != nil {
 		return err
+	}
+	return reclaim()
+}
+
+// Unlist is the part of Delete after which the container is gone for every
+// command (its name free, its ID unknown); the returned reclaim removes
+// its files, what is left of them. A process that dies in between leaves a
+// directory that the next reclaim removes.
+func (s *Store) Unlist(c *Container) (reclaim func() error, err error) {
+	unlock, err := s.Lock()
+	if err != nil {
+		return nil, err
 	}
 	defer unlock()
 	st, _ := s.State(c)
 	if st != nil && st.Cgroup != nil {
 		if err := st.Cgroup.Destroy(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := unmountAll(c.File("merged")); err != nil {
-		return err
+		return nil, err
 	}
-	// Rename first so a half-removed container never shows in List.
-	gone := filepath.Join(s.dir, ".removing-"+c.ID)
+	// Renamed first so a half-removed container never shows in List.
+	gone := filepath.Join(s.dir, removingPrefix+c.ID)
 	if err := os.Rename(c.dir, gone); err != nil {
-		return fmt.Errorf("remove container: %w", err)
+		return nil, fmt.Errorf("remove container: %w", err)
 	}
-	if err := os.RemoveAll(gone); err != nil {
-		return fmt.Errorf("remove container: %w", err)
+	return func() error {
+		if err := os.RemoveAll(gone); err != nil {
+			return fmt.Errorf("remove container: %w", err)
+		}
+		s.sweepRemoved()
+		return nil
+	}, nil
+}
+
+// removingPrefix names a removed container's directory until its files are.
+const removingPrefix = ".removing-"
+
+// sweepRemoved removes what removals that died half-way left (Unlist):
+// another process may be removing the same directory, which RemoveAll
+// bears.
+func (s *Store) sweepRemoved() {
+	ents, _ := os.ReadDir(s.dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), removingPrefix) {
+			_ = os.RemoveAll(filepath.Join(s.dir, e.Name()))
+		}
 	}
-	return nil
 }

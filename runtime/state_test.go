@@ -3,6 +3,8 @@ package runtime
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +81,49 @@ func TestContainerNames(t *testing.T) {
 	}
 	if err := s.Create(&Container{ID: NewID(), Name: "gamma"}); err != nil {
 		t.Errorf("a removed container's name is still taken: %v", err)
+	}
+}
+
+// Unlist makes a container gone for every lookup at once (its name free);
+// reclaim then removes its files, and what a removal that died half-way
+// left.
+func TestUnlist(t *testing.T) {
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Container{ID: NewID(), Name: "rm-me"}
+	if err := s.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.File("data"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A removal that died between its two steps.
+	dead := filepath.Join(s.dir, removingPrefix+NewID())
+	if err := os.MkdirAll(filepath.Join(dead, "upper", "etc"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	reclaim, err := s.Unlist(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(c.ID); !errors.Is(err, ErrNoSuchContainer) {
+		t.Errorf("get of an unlisted container: %v", err)
+	}
+	if l, err := s.List(); err != nil || len(l) != 0 {
+		t.Errorf("list after unlist: %v, %v", l, err)
+	}
+	if err := s.Create(&Container{ID: NewID(), Name: "rm-me"}); err != nil {
+		t.Errorf("the unlisted container's name is not free: %v", err)
+	}
+	if err := reclaim(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(s.dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), removingPrefix) {
+			t.Errorf("%s left after reclaim", e.Name())
+		}
 	}
 }
