@@ -745,3 +745,40 @@ func TestRunRmThenRmi(t *testing.T) {
 		return strings.HasSuffix(ok(t, root, "system", "fsck"), ": clean\n")
 	})
 }
+
+// TestStopWithFileHeldOutside: a process outside the container that holds
+// one of its files open (a debugger, lsof, perf reading a binary through
+// /proc/PID/root) keeps the kernel's FUSE connection alive after the
+// monitor unmounts the union; the monitor ends it rather than wait for
+// ever, and the container is recorded as exited.
+func TestStopWithFileHeldOutside(t *testing.T) {
+	root := ctrStore(t)
+	id := strings.TrimSpace(ok(t, root, "run", "-d", "--storage-driver", "laminafs", "busybox", "sleep", "1000"))
+	pid, err := strconv.Atoi(strings.TrimSpace(ok(t, root, "inspect", "-f", "{{.State.Pid}}", id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "root", "bin", "busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	ok(t, root, "kill", id)
+	done := make(chan string, 1)
+	go func() {
+		out, _, _ := run(t, root, nil, "wait", id)
+		done <- out
+	}()
+	select {
+	case out := <-done:
+		if out != "137\n" {
+			t.Errorf("wait: %q, want 137", out)
+		}
+	case <-time.After(30 * time.Second):
+		held.Close()
+		t.Fatal("the container's monitor did not end while a file of its union was held open")
+	}
+	if st := ok(t, root, "ps", "-a", "--filter", "id="+id, "--format", "{{.Status}}"); !strings.HasPrefix(st, "Exited (137)") {
+		t.Errorf("status %q, want Exited (137)", st)
+	}
+}

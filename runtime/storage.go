@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/lamina-project/lamina/driver"
@@ -86,16 +88,78 @@ func (m *serverMount) Target() string { return m.target }
 
 func (m *serverMount) Unmount() error {
 	m.once.Do(func() {
-		if err := m.srv.Unmount(); err != nil {
-			// Busy: detach, so that nothing is left mounted.
-			if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil {
+		conn := fuseConnection(m.target)
+		done := make(chan error, 1)
+		go func() {
+			if err := m.srv.Unmount(); err != nil {
+				// Busy: detach, so that nothing is left mounted.
+				if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil {
+					done <- fmt.Errorf("unmount %s: %w", m.target, err)
+					return
+				}
+			}
+			m.srv.Wait()
+			done <- nil
+		}()
+		select {
+		case m.err = <-done:
+		case <-time.After(abortAfter):
+			// The mount is gone, but a process outside the container
+			// still holds one of its files (a debugger, lsof, anything
+			// that opened /proc/PID/root/...): the kernel keeps the
+			// connection, and so this server, alive for it. The
+			// container has stopped: end the connection, or the
+			// monitor waits for ever.
+			if err := abortFUSE(conn); err != nil {
 				m.err = fmt.Errorf("unmount %s: %w", m.target, err)
 				return
 			}
+			m.err = <-done
 		}
-		m.srv.Wait()
 	})
 	return m.err
+}
+
+// abortAfter is how long an unmounted union's server may take to see
+// its connection end before it is aborted.
+const abortAfter = 500 * time.Millisecond
+
+// fuseConnection is the number of the FUSE connection mounted at target
+// (its directory under /sys/fs/fuse/connections), 0 if unknown.
+func fuseConnection(target string) uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		return 0
+	}
+	// The kernel names a connection by its superblock's dev_t.
+	return uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
+}
+
+// fusectlMagic is the fusectl filesystem's statfs type.
+const fusectlMagic = 0x65735543
+
+// abortFUSE ends FUSE connection conn through the fusectl filesystem,
+// which it mounts where it belongs when nobody has.
+func abortFUSE(conn uint64) error {
+	if conn == 0 {
+		return errors.New("abort FUSE connection: its number is unknown")
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	abort := filepath.Join(ctl, strconv.FormatUint(conn, 10), "abort")
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(ctl, &sfs); err != nil || sfs.Type != fusectlMagic {
+		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
+			return fmt.Errorf("abort FUSE connection %d: mount fusectl: %w", conn, err)
+		}
+	}
+	err := os.WriteFile(abort, []byte("1"), 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // it has ended meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("abort FUSE connection %d: %w", conn, err)
+	}
+	return nil
 }
 
 // vfs is docker's vfs driver: no union at all. On the container's first
