@@ -104,12 +104,19 @@ func TestEarlyCgroup(t *testing.T) {
 		}
 		limits(t, cg)
 	})
+	// made is a monitor with an early cgroup for another ID, made, with
+	// init in it, and the cgroup's directories.
+	made := func(t *testing.T, init *exec.Cmd) (*monitor, map[string]string) {
+		t.Helper()
+		e := startEarlyCgroup(NewID(), init.Process.Pid)
+		if <-e.done; e.cg == nil {
+			t.Fatal("the early cgroup was not made")
+		}
+		return &monitor{early: e}, e.cg.Paths
+	}
 	t.Run("another container", func(t *testing.T) {
 		init := sleeper(t)
-		e := startEarlyCgroup(NewID(), init.Process.Pid)
-		<-e.done
-		early := e.cg.Paths
-		m := &monitor{early: e}
+		m, early := made(t, init)
 		cg := take(t, m, NewID(), init.Process.Pid)
 		if !in(t, cg, init.Process.Pid) {
 			t.Error("init is not in its container's cgroup")
@@ -118,12 +125,9 @@ func TestEarlyCgroup(t *testing.T) {
 	})
 	t.Run("never taken", func(t *testing.T) {
 		init := sleeper(t)
-		e := startEarlyCgroup(NewID(), init.Process.Pid)
-		<-e.done
-		early := e.cg.Paths
+		m, early := made(t, init)
 		_ = init.Process.Kill()
 		_ = init.Wait()
-		m := &monitor{early: e}
 		m.dropEarly()
 		gone(t, early)
 	})
