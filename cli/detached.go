@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"io"
 	"os"
 	"os/signal"
@@ -38,6 +39,9 @@ type host struct {
 	// signal's default action ends the stub, not the process.
 	monitors []*runtime.Pending
 	hosting  bool
+	// aborting: a signal is ending the process before its monitors have
+	// their containers; start refuses to hand them one.
+	aborting bool
 	// log is where the process's stdout and stderr go once the CLI is
 	// done (the container's monitor.log).
 	log string
@@ -149,9 +153,13 @@ func (h *host) deliver(sig syscall.Signal) {
 	}
 	hosting := h.hosting
 	monitors := h.monitors
+	ignore := handled || sig == syscall.SIGWINCH || h.ignored[sig]
+	if !ignore && !hosting {
+		h.aborting = true // no monitor here gets its container now
+	}
 	h.mu.Unlock()
 	switch {
-	case handled || sig == syscall.SIGWINCH || h.ignored[sig]:
+	case ignore:
 	case !hosting:
 		// A monitor without its container yet leaves nothing behind
 		// (the init spawned ahead, its cgroup) when it is aborted.
@@ -186,6 +194,10 @@ func (a *App) prepare(s *runtime.Store, attach bool, id string) (*runtime.Pendin
 func (a *App) start(p *runtime.Pending, c *runtime.Container, o runtime.AttachOptions) (*runtime.Attachment, error) {
 	if h := a.host; h != nil {
 		h.mu.Lock()
+		if h.aborting {
+			h.mu.Unlock()
+			return nil, errors.New("interrupted before the container started")
+		}
 		h.hosting = true
 		h.log = c.File("monitor.log")
 		h.mu.Unlock()
