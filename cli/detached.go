@@ -135,8 +135,8 @@ func (h *host) stop(c chan<- os.Signal) {
 // else does what sig does to a process that does not handle it: SIGWINCH,
 // or a signal the process started with ignored, nothing; any other,
 // before a monitor here has its container, abort the monitors and kill
-// this process (the stub dies of it in turn), and after, kill the stub alone and let this
-// process go on without its caller's stdio.
+// this process (the stub dies of it in turn), and after, kill the stub
+// alone and let this process go on without its caller's stdio.
 func (h *host) deliver(sig syscall.Signal) {
 	h.mu.Lock()
 	handled := false

@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/lamina-project/lamina/driver"
 	"github.com/lamina-project/lamina/fs"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -125,14 +126,16 @@ func (m *serverMount) Unmount() error {
 const abortAfter = 500 * time.Millisecond
 
 // fuseConnection is the number of the FUSE connection mounted at target
-// (its directory under /sys/fs/fuse/connections), 0 if unknown.
+// (its directory under /sys/fs/fuse/connections), 0 if unknown. It reads
+// the mount table, not the mount, which a wedged server would never
+// answer.
 func fuseConnection(target string) uint64 {
-	var st unix.Stat_t
-	if err := unix.Stat(target, &st); err != nil {
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(target))
+	if err != nil || len(ms) == 0 {
 		return 0
 	}
 	// The kernel names a connection by its superblock's dev_t.
-	return uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
+	return uint64(ms[len(ms)-1].Major)<<20 | uint64(ms[len(ms)-1].Minor)
 }
 
 // fusectlMagic is the fusectl filesystem's statfs type.
