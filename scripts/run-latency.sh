@@ -29,6 +29,9 @@ tar -C "$W/bundle/rootfs" -cf "$W/busybox.tar" .
 cmds=(); names=(); notes=()
 cmds+=("$LAMINA run --rm busybox /bin/true"); names+=("lamina run --rm (laminafs)")
 cmds+=("$LAMINA run --rm --storage-driver overlay busybox /bin/true"); names+=("lamina run --rm (kernel overlay)")
+# crun's bundle (crun spec) has no seccomp profile; lamina loads docker's
+# default unless told otherwise. This row is lamina without it.
+cmds+=("$LAMINA run --rm --security-opt seccomp=unconfined busybox /bin/true"); names+=("lamina run --rm (laminafs, seccomp=unconfined)")
 
 if command -v crun >/dev/null; then
 	# crun 1.8 refuses this hybrid cgroup layout while hugetlb is on v2.
