@@ -372,6 +372,40 @@ func startEarlyCgroup(id string, pid int) *earlyCgroup {
 			return
 		}
 		e.cg = cg
+		cg.sweepStale()
 	}()
 	return e
+}
+
+// staleAge is how long a container's cgroup may stand empty before a
+// later start removes it (sweepStale).
+const staleAge = time.Minute
+
+// sweepStale removes the container cgroups next to cg's (lamina/<ID>)
+// that were made more than staleAge ago and are empty: what a lamina
+// killed by SIGKILL while it created its container left behind, its
+// monitor having made the cgroups ahead (earlyCgroup). A cgroup in use is
+// never empty for that long: a container's init goes in right after its
+// cgroup is made, a paused container's processes stay in it, and its
+// monitor removes it when the container stops. The kernel refuses to
+// remove a cgroup with processes or children in it (EBUSY), whatever the
+// age says.
+func (cg *Cgroup) sweepStale() {
+	for _, dir := range cg.Paths {
+		parent := filepath.Dir(dir)
+		ents, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			p := filepath.Join(parent, e.Name())
+			if !e.IsDir() || !isID(e.Name()) || p == dir {
+				continue
+			}
+			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < staleAge {
+				continue
+			}
+			_ = unix.Rmdir(p)
+		}
+	}
 }

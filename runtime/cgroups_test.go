@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lamina-project/lamina/internal/testutil"
 )
@@ -122,6 +123,41 @@ func TestEarlyCgroup(t *testing.T) {
 			t.Error("init is not in its container's cgroup")
 		}
 		gone(t, early)
+	})
+	t.Run("stale ones swept", func(t *testing.T) {
+		// Empty container cgroups next to the new one: one made long ago
+		// (what a killed lamina left), one just made (a start under way).
+		init := sleeper(t)
+		m, early := made(t, init)
+		var stale, fresh []string
+		for _, dir := range early {
+			s, f := filepath.Join(filepath.Dir(dir), NewID()), filepath.Join(filepath.Dir(dir), NewID())
+			for _, d := range []string{s, f} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = os.Remove(d) })
+			}
+			old := time.Now().Add(-2 * staleAge)
+			if err := os.Chtimes(s, old, old); err != nil {
+				t.Fatal(err)
+			}
+			stale, fresh = append(stale, s), append(fresh, f)
+		}
+		m.dropEarly()
+		next := sleeper(t)
+		m, _ = made(t, next)
+		defer m.dropEarly()
+		for _, d := range stale {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("stale empty cgroup %s not swept (%v)", d, err)
+			}
+		}
+		for _, d := range fresh {
+			if _, err := os.Stat(d); err != nil {
+				t.Errorf("a cgroup just made was swept: %v", err)
+			}
+		}
 	})
 	t.Run("never taken", func(t *testing.T) {
 		init := sleeper(t)
