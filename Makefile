@@ -93,8 +93,11 @@ busybox-image: build
 	sh scripts/busybox-image.sh $(BIN)/lamina
 
 # peer-test runs unionmount-testsuite against laminafs (about 10 minutes).
+# scripts/peer-tests/umount retries a busy unmount of the layers' file
+# system, which the suite does right after the union's, before a FUSE
+# server has always exited (see there).
 peer-test: build
-	UM_STRICT_DIRRENAME=1 UNIONFS_BIN=$(BIN)/laminafs ../shared/peer-tests/unionmount.sh
+	PATH=$(CURDIR)/scripts/peer-tests:$$PATH UM_STRICT_DIRRENAME=1 UNIONFS_BIN=$(BIN)/laminafs ../shared/peer-tests/unionmount.sh
 
 clean:
 	rm -rf $(BIN)
