@@ -161,10 +161,9 @@ func (f *runFlags) register(c *cobra.Command, run bool) {
 	fl.String("entrypoint", "", "Overwrite the default ENTRYPOINT of the image")
 }
 
-// createContainer makes a container from image and the flags: resolves the
-// image, builds the spec, records the container and takes a reference on
-// the image.
-// createContainer makes container id (runtime.NewID) from image.
+// createContainer makes container id (runtime.NewID) from image and the
+// flags: resolves the image, builds the spec, records the container and
+// takes a reference on the image.
 func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) (*runtime.Container, *runtime.Store, error) {
 	ls, err := openStore(app)
 	if err != nil {
