@@ -100,14 +100,14 @@ func (b FUSEBinary) Mount(l Layers, target string) (Mount, error) {
 	return m, nil
 }
 
-// fuseConnection is the fusectl directory of the FUSE mount at target
-// (/sys/fs/fuse/connections/<minor>), or "" when fusectl is not mounted.
+// fuseConnection is the fusectl directory of the FUSE mount at target, or
+// "" when it is unknown or fusectl is not mounted.
 func fuseConnection(target string) string {
-	var st unix.Stat_t
-	if err := unix.Stat(target, &st); err != nil {
+	conn := FUSEConnection(target)
+	if conn == 0 {
 		return ""
 	}
-	dir := fmt.Sprintf("/sys/fs/fuse/connections/%d", unix.Minor(st.Dev))
+	dir := connectionDir(conn)
 	if _, err := os.Stat(dir); err != nil {
 		return ""
 	}

@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/lamina-project/lamina/driver"
 	"github.com/lamina-project/lamina/fs"
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,7 +87,7 @@ func (m *serverMount) Target() string { return m.target }
 
 func (m *serverMount) Unmount() error {
 	m.once.Do(func() {
-		conn := fuseConnection(m.target)
+		conn := driver.FUSEConnection(m.target)
 		done := make(chan error, 1)
 		go func() {
 			if err := m.srv.Unmount(); err != nil {
@@ -111,7 +109,7 @@ func (m *serverMount) Unmount() error {
 			// connection, and so this server, alive for it. The
 			// container has stopped: end the connection, or the
 			// monitor waits for ever.
-			if err := abortFUSE(conn); err != nil {
+			if err := driver.AbortFUSE(conn); err != nil {
 				m.err = fmt.Errorf("unmount %s: %w", m.target, err)
 				return
 			}
@@ -124,46 +122,6 @@ func (m *serverMount) Unmount() error {
 // abortAfter is how long an unmounted union's server may take to see
 // its connection end before it is aborted.
 const abortAfter = 500 * time.Millisecond
-
-// fuseConnection is the number of the FUSE connection mounted at target
-// (its directory under /sys/fs/fuse/connections), 0 if unknown. It reads
-// the mount table, not the mount, which a wedged server would never
-// answer.
-func fuseConnection(target string) uint64 {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(target))
-	if err != nil || len(ms) == 0 {
-		return 0
-	}
-	// The kernel names a connection by its superblock's dev_t.
-	return uint64(ms[len(ms)-1].Major)<<20 | uint64(ms[len(ms)-1].Minor)
-}
-
-// fusectlMagic is the fusectl filesystem's statfs type.
-const fusectlMagic = 0x65735543
-
-// abortFUSE ends FUSE connection conn through the fusectl filesystem,
-// which it mounts where it belongs when nobody has.
-func abortFUSE(conn uint64) error {
-	if conn == 0 {
-		return errors.New("abort FUSE connection: its number is unknown")
-	}
-	const ctl = "/sys/fs/fuse/connections"
-	abort := filepath.Join(ctl, strconv.FormatUint(conn, 10), "abort")
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(ctl, &sfs); err != nil || sfs.Type != fusectlMagic {
-		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
-			return fmt.Errorf("abort FUSE connection %d: mount fusectl: %w", conn, err)
-		}
-	}
-	err := os.WriteFile(abort, []byte("1"), 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // it has ended meanwhile
-	}
-	if err != nil {
-		return fmt.Errorf("abort FUSE connection %d: %w", conn, err)
-	}
-	return nil
-}
 
 // vfs is docker's vfs driver: no union at all. On the container's first
 // start the image's layers are merged into its upper directory, a full
