@@ -73,12 +73,12 @@ func RunMonitor(args []string, onExit ExitHook) error {
 		attach.Close()
 		return fmt.Errorf("monitor: unexpected arguments %q", args)
 	}
-	return runMonitor(report, orders, attach, true, "", onExit)
+	return runMonitor(report, orders, attach, true, "", nil, onExit)
 }
 
 // runMonitor runs a monitor on its three pipes (start.go), in a process of
 // its own or, with ownStdio false, in the CLI's, which keeps its stdio.
-func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExit ExitHook) error {
+func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, handoff <-chan *Container, onExit ExitHook) error {
 	// A monitor's live heap is a few MB. At the default GOGC its first
 	// collection fell within a short container's start and teardown (about
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
@@ -95,8 +95,12 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExi
 	if m.ahead != nil && id != "" {
 		m.early = startEarlyCgroup(id, m.ahead.Pid())
 	}
-	warmJSON()
-	err := m.main(orders, attach, ownStdio, onExit)
+	if handoff == nil {
+		// A monitor in the CLI's process gets the container in memory
+		// (handoff), and shares the CLI's warm encoder.
+		warmJSON()
+	}
+	err := m.main(orders, attach, ownStdio, handoff, onExit)
 	if m.ahead != nil { // never taken: no container, or it failed before its start
 		m.ahead.Kill()
 		_, _ = m.ahead.Wait()
@@ -109,7 +113,7 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, onExi
 // main reads the monitor's orders and runs the container; attach is the
 // monitor's end of the attach socketpair, and ownStdio says the process's
 // stdout and stderr are the monitor's, to point at its log.
-func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit ExitHook) error {
+func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan *Container, onExit ExitHook) error {
 	b, err := io.ReadAll(orders)
 	orders.Close()
 	if err != nil || len(b) == 0 {
@@ -138,7 +142,19 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, onExit ExitHook) 
 			return err
 		}
 	}
-	return m.run(o.ID, onExit)
+	// A container handed over in memory is the record the CLI wrote,
+	// which the monitor only reads (see runtimeSpec).
+	var c *Container
+	select {
+	case c = <-handoff:
+	default:
+	}
+	if c == nil || c.ID != o.ID {
+		if c, err = m.s.Load(o.ID); err != nil {
+			return err
+		}
+	}
+	return m.run(c, onExit)
 }
 
 // RedirectStdio gives this process a monitor's stdio: stdin /dev/null,
@@ -201,11 +217,7 @@ func (m *monitor) sendReport(err error) {
 	m.report.Close()
 }
 
-func (m *monitor) run(id string, onExit ExitHook) error {
-	c, err := m.s.Load(id)
-	if err != nil {
-		return err
-	}
+func (m *monitor) run(c *Container, onExit ExitHook) error {
 	m.c = c
 	// monitor.lock is held until this process exits: it is how others
 	// know the container runs.

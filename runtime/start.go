@@ -61,6 +61,10 @@ type Pending struct {
 	// done is closed when a monitor run here has ended; nil for a
 	// monitor process.
 	done chan struct{}
+	// handoff takes the container to a monitor run here, which then does
+	// not read back the record the CLI has just written; nil for a
+	// monitor process.
+	handoff chan *Container
 }
 
 // monitorEnds are a monitor's ends of its pipes.
@@ -158,9 +162,10 @@ func (s *Store) PrepareHere(attach bool, id string, onExit ExitHook) (*Pending, 
 		return nil, err
 	}
 	p.done = make(chan struct{})
+	p.handoff = make(chan *Container, 1)
 	go func() {
 		defer close(p.done)
-		_ = runMonitor(e.report, e.orders, e.attach, false, id, onExit)
+		_ = runMonitor(e.report, e.orders, e.attach, false, id, p.handoff, onExit)
 	}()
 	p.wait = func() { <-p.done }
 	return p, nil
@@ -209,6 +214,9 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 	}
 	// What a previous start logged would be mistaken for this one's.
 	_ = os.Remove(c.File("monitor.log"))
+	if p.handoff != nil {
+		p.handoff <- c // before the orders, which the monitor waits for
+	}
 	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
 	_, err = p.id.Write(orders)
 	p.id.Close()
