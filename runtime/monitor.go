@@ -252,15 +252,21 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		_, _ = ip.Wait()
 		return err
 	}
-	spec, err := m.runtimeSpec(c.File("merged"))
-	if err != nil {
-		return abort(err)
-	}
+	// The rest of what init is given, the runtime spec with its files
+	// and the seccomp program, is made on the side while the root
+	// filesystem is mounted: the mount mostly waits on the kernel.
+	side := make(chan initInputs, 1)
+	go func() { side <- m.initInputs() }()
 	mnt, err := mountRootfs(c)
+	in := <-side
 	if err != nil {
 		return abort(err)
 	}
 	defer mnt.Unmount()
+	if in.err != nil {
+		return abort(in.err)
+	}
+	spec := in.spec
 	cg, err := m.cgroup(c.ID, ip.Pid(), spec.Linux.Resources)
 	if err != nil {
 		return abort(err)
@@ -272,11 +278,7 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	}
 	defer ln.Close()
 	defer os.Remove(c.File("attach.sock"))
-	filter, err := seccompFilter(m.s.seccompDir(), spec.Linux.Seccomp)
-	if err != nil {
-		return abort(err)
-	}
-	err = ip.bootstrap(spec, filter, cg)
+	err = ip.bootstrap(spec, in.filter, cg)
 	if err != nil {
 		m.recordNotStarted(err)
 		return err
@@ -328,8 +330,11 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	waitPumps(pumps, 5*time.Second)
 	oom := cg.OOMKilled()
 	finished := time.Now().UTC()
-	cgErr := cg.Destroy()
+	// The cgroups and the union go at once: neither waits for the other.
+	cgErrc := make(chan error, 1)
+	go func() { cgErrc <- cg.Destroy() }()
 	mntErr := mnt.Unmount()
+	cgErr := <-cgErrc
 	var final State
 	_ = m.updateState(func(st *State) {
 		*st = State{Status: "exited", ExitCode: code, OOMKilled: oom, StartedAt: started, FinishedAt: finished}
@@ -428,6 +433,23 @@ func (m *monitor) recordNotStarted(err error) {
 	_ = m.updateState(func(st *State) {
 		*st = State{Status: "created", ExitCode: code, Error: err.Error()}
 	})
+}
+
+// initInputs is what init is bootstrapped with besides its stdio and
+// cgroups: the runtime spec (runtimeSpec) and the seccomp program.
+type initInputs struct {
+	spec   *specs.Spec
+	filter []byte
+	err    error
+}
+
+func (m *monitor) initInputs() initInputs {
+	spec, err := m.runtimeSpec(m.c.File("merged"))
+	if err != nil {
+		return initInputs{err: err}
+	}
+	filter, err := seccompFilter(m.s.seccompDir(), spec.Linux.Seccomp)
+	return initInputs{spec: spec, filter: filter, err: err}
 }
 
 // runtimeSpec is the container's spec with what only a start knows: the
