@@ -264,6 +264,14 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	if err != nil {
 		return nil, nil, err
 	}
+	lower := img.LowerDirs(ls)
+	initLayer, err := s.InitLayer(img.ID.String(), lower)
+	if err != nil {
+		return nil, nil, err
+	}
+	if initLayer != "" {
+		lower = append([]string{initLayer}, lower...)
+	}
 	dir := filepath.Join(app.Root, "containers", id)
 	spec, err := runtime.NewSpec(id, filepath.Join(dir, "merged"), opts)
 	if err != nil {
@@ -291,7 +299,7 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 		},
 		Spec:   spec,
 		Driver: drv,
-		Layers: driver.Layers{Lower: img.LowerDirs(ls), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")},
+		Layers: driver.Layers{Lower: lower, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")},
 	}
 	if spec.Annotations == nil {
 		spec.Annotations = map[string]string{}

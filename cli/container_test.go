@@ -416,6 +416,45 @@ func TestStorageDrivers(t *testing.T) {
 	}
 }
 
+// TestInitLayer: the mount points a start binds over (/etc/hosts,
+// /etc/hostname, /etc/resolv.conf, which the test image lacks) come from
+// the image's init layer, on every storage driver, so that a container's
+// own layer stays empty; a container whose init layer went missing gets
+// it back at its start.
+func TestInitLayer(t *testing.T) {
+	root := ctrStore(t)
+	for _, drv := range []string{"laminafs", "overlay", "vfs"} {
+		t.Run(drv, func(t *testing.T) {
+			id := strings.TrimSpace(ok(t, root, "create", "--storage-driver", drv, "busybox", "sh", "-c",
+				"grep -c localhost /etc/hosts; cat /etc/hostname; ls /etc"))
+			defer ok(t, root, "rm", id)
+			check := func(what string) {
+				t.Helper()
+				want := "2\n" + id[:12] + "\ngroup\nhostname\nhosts\npasswd\nresolv.conf\n"
+				if got := ok(t, root, "start", "-a", id); got != want {
+					t.Fatalf("%s: %q, want %q", what, got, want)
+				}
+				if drv != "vfs" { // vfs's layer is the whole root
+					upper := strings.TrimSpace(ok(t, root, "inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", id))
+					if ents, err := os.ReadDir(upper); err != nil || len(ents) != 0 {
+						t.Fatalf("%s: the container's layer holds %v (%v), want nothing", what, ents, err)
+					}
+				}
+			}
+			check("first start")
+			lower := strings.TrimSpace(ok(t, root, "inspect", "-f", "{{.GraphDriver.Data.LowerDir}}", id))
+			init, _, _ := strings.Cut(lower, ":")
+			if filepath.Dir(init) != filepath.Join(root, "containers", ".init") {
+				t.Fatalf("top lower layer %s, want the init layer", init)
+			}
+			if err := os.RemoveAll(init); err != nil {
+				t.Fatal(err)
+			}
+			check("start with the init layer gone")
+		})
+	}
+}
+
 // TestTTY checks -it: a real pty in the container, with the CLI's window
 // size, and the exit code through it; exec -it too.
 func TestTTY(t *testing.T) {
@@ -737,9 +776,13 @@ func TestRunRmThenRmi(t *testing.T) {
 	eventually(t, "the removed containers' files and refs to go", func() bool {
 		ents, _ := os.ReadDir(filepath.Join(root, "containers"))
 		for _, e := range ents {
-			if e.IsDir() && !strings.HasPrefix(e.Name(), ".seccomp") {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".seccomp") && e.Name() != ".init" {
 				return false
 			}
+		}
+		// The image's init layer went with it.
+		if layers, _ := os.ReadDir(filepath.Join(root, "containers", ".init")); len(layers) != 0 {
+			return false
 		}
 		// No orphan either: the refs were dropped, not left to prune.
 		return strings.HasSuffix(ok(t, root, "system", "fsck"), ": clean\n")

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lamina-project/lamina/layerstore"
+	"github.com/lamina-project/lamina/runtime"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
@@ -275,6 +276,7 @@ func newRmiCmd(app *App) *cobra.Command {
 					fmt.Fprintln(app.Stdout, r.String())
 				}
 			}
+			sweepInitLayers(app, s)
 			if failed {
 				return &StatusError{Code: 1}
 			}
@@ -345,4 +347,25 @@ func newHistoryCmd(app *App) *cobra.Command {
 	fl.BoolVarP(&human, "human", "H", true, "Print sizes and dates in human readable format")
 	fl.StringVar(&format, "format", "", "Format output using a custom template")
 	return c
+}
+
+// sweepInitLayers removes the init layers (runtime.Store.InitLayer) of
+// images that are gone. A failure is reported but fails no command: the
+// next removal sweeps again.
+func sweepInitLayers(app *App, ls *layerstore.Store) {
+	imgs, err := ls.Images()
+	if err != nil {
+		return
+	}
+	ids := make(map[string]bool, len(imgs))
+	for _, img := range imgs {
+		ids[img.ID.String()] = true
+	}
+	s, err := runtime.OpenStore(app.Root)
+	if err == nil {
+		err = s.SweepInitLayers(func(id string) bool { return ids[id] })
+	}
+	if err != nil {
+		fmt.Fprintf(app.Stderr, "lamina: %v\n", err)
+	}
 }

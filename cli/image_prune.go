@@ -35,6 +35,7 @@ func newImagePruneCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sweepInitLayers(app, s)
 			if len(rep.Deleted) > 0 {
 				fmt.Fprintln(app.Stdout, "Deleted Images:")
 				for _, d := range rep.Deleted {

@@ -178,6 +178,9 @@ func mountContainer(app *App, m *hostmount.Manager, ref, dir string, layer bool)
 	if err := os.MkdirAll(merged, 0o755); err != nil {
 		return true, err
 	}
+	if err := rs.EnsureInitLayer(c); err != nil {
+		return true, err
+	}
 	rec, err := m.Mount(hostmount.Record{Kind: "container", Ref: c.ID, Name: ref, Key: c.ID, Target: merged}, c.Layers, nil, nil)
 	if err != nil {
 		return true, fmt.Errorf("mount %s: %w", ref, err)

@@ -257,7 +257,7 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	// filesystem is mounted: the mount mostly waits on the kernel.
 	side := make(chan initInputs, 1)
 	go func() { side <- m.initInputs() }()
-	mnt, err := mountRootfs(c)
+	mnt, err := mountRootfs(m.s, c)
 	in := <-side
 	if err != nil {
 		return abort(err)

@@ -173,9 +173,12 @@ func (m *bindMount) Target() string { return m.target }
 func (m *bindMount) Unmount() error { return unmountAll(m.target) }
 
 // mountRootfs mounts c's union on its merged directory.
-func mountRootfs(c *Container) (driver.Mount, error) {
+func mountRootfs(s *Store, c *Container) (driver.Mount, error) {
 	d, err := storageDriver(c.Driver)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.EnsureInitLayer(c); err != nil {
 		return nil, err
 	}
 	target := c.File("merged")

@@ -1,0 +1,296 @@
+package runtime
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lamina-project/lamina/cow"
+	"golang.org/x/sys/unix"
+)
+
+// An init layer holds the mount points that every container's start
+// mounts or binds over and that its image lacks: /proc, /sys, /dev,
+// /etc/hosts, /etc/hostname and /etc/resolv.conf. It sits between the
+// image's layers and the container's own, as docker's "-init" layer does,
+// so that a start writes nothing into the container's layer: without it,
+// init made them through the union on every start (for an image without
+// the /etc files, a copy-up of /etc and three new files, 1-2 ms of the
+// start on this project's test machine), and they showed in the
+// container's changes.
+//
+// Its content follows from the image's layers alone, so the containers of
+// an image share one: containers/.init/<image digest's hex>, made by the
+// first create that needs it in a directory of its own and renamed into
+// place whole. A directory on the way keeps the image's metadata (a
+// copy-up, as the union would have made); one the image lacks is made
+// 0755 and root's. A path the image has, or reaches through anything but
+// plain directories (a symlink, a whiteout, a redirect), is left alone:
+// init then makes it through the union, as before.
+
+// initLayerPaths are the mount points an init layer provides.
+var initLayerPaths = []struct {
+	rel string
+	dir bool
+}{
+	{"proc", true}, {"sys", true}, {"dev", true},
+	{"etc/hosts", false}, {"etc/hostname", false}, {"etc/resolv.conf", false},
+}
+
+// initLayerDir is where init layers are kept.
+func (s *Store) initLayerDir() string { return filepath.Join(s.dir, ".init") }
+
+// InitLayer returns the init layer of the image imageID (a digest, such as
+// "sha256:<hex>") whose layers are lower (topmost first), making it if no
+// container made it before; "" when the image lacks none of the mount
+// points.
+func (s *Store) InitLayer(imageID string, lower []string) (string, error) {
+	_, hexID, ok := strings.Cut(imageID, ":")
+	if !ok || len(hexID) != 64 {
+		return "", fmt.Errorf("init layer: bad image ID %q", imageID)
+	}
+	if _, err := hex.DecodeString(hexID); err != nil {
+		return "", fmt.Errorf("init layer: bad image ID %q", imageID)
+	}
+	dir := filepath.Join(s.initLayerDir(), hexID)
+	if _, err := os.Lstat(dir); err == nil {
+		return dir, nil
+	}
+	plan := planInitLayer(lower)
+	if len(plan) == 0 {
+		return "", nil
+	}
+	if err := os.MkdirAll(s.initLayerDir(), 0o700); err != nil {
+		return "", fmt.Errorf("init layer: %w", err)
+	}
+	tmp, err := os.MkdirTemp(s.initLayerDir(), ".tmp-")
+	if err != nil {
+		return "", fmt.Errorf("init layer: %w", err)
+	}
+	defer os.RemoveAll(tmp) // only left when the rename failed
+	if err := buildInitLayer(tmp, plan); err != nil {
+		return "", fmt.Errorf("init layer: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		// Another create made it first: theirs has the same content.
+		if _, serr := os.Lstat(dir); serr == nil {
+			return dir, nil
+		}
+		return "", fmt.Errorf("init layer: %w", err)
+	}
+	return dir, nil
+}
+
+// initStep is one object of an init layer: its path, and where its
+// metadata comes from ("" for a new directory or file).
+type initStep struct {
+	rel string
+	dir bool
+	src string
+}
+
+// planInitLayer lists what an init layer over lower needs, parents first.
+func planInitLayer(lower []string) []initStep {
+	var plan []initStep
+	planned := map[string]bool{}
+	for _, p := range initLayerPaths {
+		found, parents, ok := lookupInLayers(lower, p.rel)
+		if found || !ok {
+			continue
+		}
+		parts := strings.Split(p.rel, "/")
+		for i := range parts[:len(parts)-1] {
+			rel := strings.Join(parts[:i+1], "/")
+			if !planned[rel] {
+				planned[rel] = true
+				plan = append(plan, initStep{rel: rel, dir: true, src: parents[i]})
+			}
+		}
+		if !planned[p.rel] {
+			planned[p.rel] = true
+			plan = append(plan, initStep{rel: p.rel, dir: p.dir})
+		}
+	}
+	return plan
+}
+
+// lookupInLayers resolves rel (clean, relative) in the union of lower
+// (topmost first) as kernel overlay would, for directories and names only:
+// found says rel exists; parents[i] is the topmost layer's copy of the
+// i-th directory on the way ("" where the image lacks it, and for those
+// below it). ok is false when the way goes through something an init layer
+// must not cover: a non-directory, a whiteout of a parent, a redirect.
+func lookupInLayers(lower []string, rel string) (found bool, parents []string, ok bool) {
+	parts := strings.Split(rel, "/")
+	parents = make([]string, len(parts)-1)
+	ns := cow.DefaultNS()
+	// visible are the layers whose copy of the current directory shows.
+	visible := make([]string, 0, len(lower))
+	for _, l := range lower {
+		visible = append(visible, l)
+		if ns.IsOpaque(l) {
+			break
+		}
+	}
+	for i, name := range parts {
+		last := i == len(parts)-1
+		var next []string
+		for _, l := range visible {
+			p := filepath.Join(l, name)
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				return false, nil, false // unreadable: leave it to init
+			}
+			isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+			if cow.IsWhiteoutStat(&st) || (!last && !isDir) {
+				if last || len(next) > 0 {
+					// Absent, or the end of the directory above: a
+					// whiteout or a non-directory hides what is below.
+					break
+				}
+				return false, nil, false
+			}
+			if last {
+				return true, parents, true
+			}
+			if ns.Redirect(p) != "" {
+				return false, nil, false
+			}
+			if len(next) == 0 {
+				parents[i] = p
+			}
+			next = append(next, p)
+			if ns.IsOpaque(p) {
+				break
+			}
+		}
+		if last {
+			return false, parents, true
+		}
+		visible = next
+	}
+	return false, parents, true
+}
+
+// buildInitLayer makes plan's objects in dir.
+func buildInitLayer(dir string, plan []initStep) error {
+	work, err := os.MkdirTemp(filepath.Dir(dir), ".work-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	for _, st := range plan {
+		path := filepath.Join(dir, st.rel)
+		switch {
+		case st.src != "":
+			// The image's directory, without its children (a copy-up).
+			d, err := unix.Open(filepath.Dir(path), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			err = cow.CopyUp(st.src, work, d, filepath.Base(path), false)
+			unix.Close(d)
+			if err != nil {
+				return err
+			}
+		case st.dir:
+			if err := os.Mkdir(path, 0o755); err != nil {
+				return err
+			}
+		default:
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		}
+	}
+	// Making their children changed the copied directories' times back:
+	// they show as the image has them, deepest first.
+	for i := len(plan) - 1; i >= 0; i-- {
+		if st := plan[i]; st.src != "" {
+			var src unix.Stat_t
+			if err := unix.Lstat(st.src, &src); err != nil {
+				return err
+			}
+			m := cow.MetaFromStat(&src)
+			ts := []unix.Timespec{m.Atime, m.Mtime}
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dir, st.rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		}
+	}
+	// A container's root shows its own layer's attributes, not this one's;
+	// 0755 is what a layer root has (MkdirTemp made it 0700).
+	return os.Chmod(dir, 0o755)
+}
+
+// EnsureInitLayer makes c's init layer again when it is gone: a sweep
+// that raced c's create (which then fails, its image gone, unless the
+// image came back), or a hand. Nothing to do, and one stat, for the rest.
+func (s *Store) EnsureInitLayer(c *Container) error {
+	l := c.Layers.Lower
+	if len(l) < 2 || filepath.Dir(l[0]) != s.initLayerDir() {
+		return nil
+	}
+	if _, err := os.Lstat(l[0]); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	dir, err := s.InitLayer(c.Image, l[1:])
+	if err != nil {
+		return err
+	}
+	if dir != l[0] {
+		return fmt.Errorf("init layer %s: gone, and image %s makes %q", l[0], c.Image, dir)
+	}
+	return nil
+}
+
+// SweepInitLayers removes the init layers of images that no longer exist
+// (imageExists) and that no container's layers name, and what a create
+// killed while making one left behind (after a minute: a create may still
+// be making it). A create that raced the sweep fails, its image gone; if
+// the image came back in between, EnsureInitLayer makes the layer again.
+func (s *Store) SweepInitLayers(imageExists func(id string) bool) error {
+	entries, err := os.ReadDir(s.initLayerDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("init layers: %w", err)
+	}
+	used := map[string]bool{}
+	if cs, err := s.List(); err == nil {
+		for _, c := range cs {
+			for _, l := range c.Layers.Lower {
+				used[l] = true
+			}
+		}
+	} else {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		path := filepath.Join(s.initLayerDir(), e.Name())
+		if strings.HasPrefix(e.Name(), ".") {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
+				errs = append(errs, os.RemoveAll(path))
+			}
+			continue
+		}
+		if used[path] || imageExists("sha256:"+e.Name()) {
+			continue
+		}
+		errs = append(errs, os.RemoveAll(path))
+	}
+	return errors.Join(errs...)
+}
