@@ -455,6 +455,48 @@ func TestInitLayer(t *testing.T) {
 	}
 }
 
+// TestUserDatabase: -u resolves against the user database the container
+// sees: the image's, its own layer's changes, or a file bound over it.
+func TestUserDatabase(t *testing.T) {
+	root := ctrStore(t)
+	for _, drv := range []string{"laminafs", "overlay", "vfs"} {
+		t.Run(drv, func(t *testing.T) {
+			// A user only the container's own layer knows.
+			id := strings.TrimSpace(ok(t, root, "create", "--storage-driver", drv, "-u", "tester", "busybox", "id"))
+			defer ok(t, root, "rm", id)
+			upper := strings.TrimSpace(ok(t, root, "inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", id))
+			if drv == "vfs" {
+				// vfs copies the image into its layer at the first start.
+				if _, errs, code := run(t, root, nil, "start", "-a", id); code == 0 || !strings.Contains(errs, "unable to find user tester") {
+					t.Fatalf("start before the user exists: exit %d, %q", code, errs)
+				}
+			}
+			etc := filepath.Join(upper, "etc")
+			if err := os.MkdirAll(etc, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			passwd := "root:x:0:0:root:/root:/bin/sh\ntester:x:4242:4343::/home/tester:/bin/sh\n"
+			group := "root:x:0:\ntesters:x:4343:\nextra:x:4444:tester\n"
+			for name, content := range map[string]string{"passwd": passwd, "group": group} {
+				if err := os.WriteFile(filepath.Join(etc, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := ok(t, root, "start", "-a", id); got != "uid=4242(tester) gid=4343(testers) groups=4444(extra)\n" {
+				t.Fatalf("id = %q", got)
+			}
+			// A passwd bound over the image's.
+			host := filepath.Join(t.TempDir(), "passwd")
+			if err := os.WriteFile(host, []byte("root:x:0:0:root:/root:/bin/sh\nbound:x:777:0::/:/bin/sh\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := ok(t, root, "run", "--rm", "--storage-driver", drv, "-v", host+":/etc/passwd:ro", "-u", "bound", "busybox", "id", "-u"); got != "777\n" {
+				t.Fatalf("id -u with a bound passwd = %q", got)
+			}
+		})
+	}
+}
+
 // TestTTY checks -it: a real pty in the container, with the CLI's window
 // size, and the exit code through it; exec -it too.
 func TestTTY(t *testing.T) {

@@ -97,8 +97,9 @@ type initStep struct {
 func planInitLayer(lower []string) []initStep {
 	var plan []initStep
 	planned := map[string]bool{}
+	w := newLayerWalk(lower)
 	for _, p := range initLayerPaths {
-		found, parents, ok := lookupInLayers(lower, p.rel)
+		found, _, parents, ok := w.lookup(p.rel)
 		if found || !ok {
 			continue
 		}
@@ -118,19 +119,44 @@ func planInitLayer(lower []string) []initStep {
 	return plan
 }
 
-// lookupInLayers resolves rel (clean, relative) in the union of lower
-// (topmost first) as kernel overlay would, for directories and names only:
-// found says rel exists; parents[i] is the topmost layer's copy of the
-// i-th directory on the way ("" where the image lacks it, and for those
-// below it). ok is false when the way goes through something an init layer
-// must not cover: a non-directory, a whiteout of a parent, a redirect.
-func lookupInLayers(lower []string, rel string) (found bool, parents []string, ok bool) {
+// layerWalk looks paths up in the union of layers (topmost first, in
+// kernel overlay's format) without mounting it.
+type layerWalk struct {
+	layers []string
+	oci    map[string]bool // hasOCIWhiteouts of the directories seen
+}
+
+func newLayerWalk(layers []string) *layerWalk {
+	return &layerWalk{layers: layers, oci: map[string]bool{}}
+}
+
+// hasOCI is hasOCIWhiteouts(dir), read once per directory.
+func (w *layerWalk) hasOCI(dir string) bool {
+	has, seen := w.oci[dir]
+	if !seen {
+		has = hasOCIWhiteouts(dir)
+		w.oci[dir] = has
+	}
+	return has
+}
+
+// lookup resolves rel (clean, relative) as kernel overlay would: found
+// says rel exists, at is its topmost copy; parents[i] is the topmost
+// layer's copy of the i-th directory on the way ("" where the layers lack
+// it, and for those below it). ok is false when the way goes through what
+// this does not follow: a non-directory, a whiteout of a parent, a
+// redirect, OCI whiteout files.
+func (w *layerWalk) lookup(rel string) (found bool, at string, parents []string, ok bool) {
+	layers := w.layers
 	parts := strings.Split(rel, "/")
 	parents = make([]string, len(parts)-1)
 	ns := cow.DefaultNS()
 	// visible are the layers whose copy of the current directory shows.
-	visible := make([]string, 0, len(lower))
-	for _, l := range lower {
+	visible := make([]string, 0, len(layers))
+	for _, l := range layers {
+		if w.hasOCI(l) {
+			return false, "", nil, false
+		}
 		visible = append(visible, l)
 		if ns.IsOpaque(l) {
 			break
@@ -146,7 +172,7 @@ func lookupInLayers(lower []string, rel string) (found bool, parents []string, o
 				if errors.Is(err, unix.ENOENT) {
 					continue
 				}
-				return false, nil, false // unreadable: leave it to init
+				return false, "", nil, false // unreadable: leave it to init
 			}
 			isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 			if cow.IsWhiteoutStat(&st) || (!last && !isDir) {
@@ -155,13 +181,13 @@ func lookupInLayers(lower []string, rel string) (found bool, parents []string, o
 					// whiteout or a non-directory hides what is below.
 					break
 				}
-				return false, nil, false
+				return false, "", nil, false
 			}
 			if last {
-				return true, parents, true
+				return true, p, parents, true
 			}
-			if ns.Redirect(p) != "" {
-				return false, nil, false
+			if ns.Redirect(p) != "" || w.hasOCI(p) {
+				return false, "", nil, false
 			}
 			if len(next) == 0 {
 				parents[i] = p
@@ -172,11 +198,32 @@ func lookupInLayers(lower []string, rel string) (found bool, parents []string, o
 			}
 		}
 		if last {
-			return false, parents, true
+			return false, "", parents, true
 		}
 		visible = next
 	}
-	return false, parents, true
+	return false, "", parents, true
+}
+
+// hasOCIWhiteouts reports whether dir holds OCI whiteout files, which
+// layerWalk does not interpret (lamina's layers have kernel overlay's
+// whiteouts; the union reads both).
+func hasOCIWhiteouts(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return true
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, cow.OCIWhiteoutPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // buildInitLayer makes plan's objects in dir.

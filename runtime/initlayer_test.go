@@ -10,6 +10,7 @@ import (
 	"github.com/lamina-project/lamina/cow"
 	"github.com/lamina-project/lamina/driver"
 	"github.com/lamina-project/lamina/internal/testutil"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,6 +100,7 @@ func TestInitLayer(t *testing.T) {
 		{"/etc a file: left to init", [][]string{{"d proc", "d sys", "d dev", "f etc"}}, ""},
 		{"/etc whited out: left to init", [][]string{{"d proc", "d sys", "d dev", "w etc"}, full}, ""},
 		{"a symlink at a mount point is the image's", [][]string{{"d proc", "d sys", "d dev", "d etc", "l etc/hosts /x", "l etc/hostname /x", "l etc/resolv.conf /run/resolv.conf"}}, ""},
+		{"OCI whiteouts on the way: left to init", [][]string{{"d proc", "d sys", "d dev", "d etc", "f etc/.wh.hosts"}}, ""},
 		{"only /proc missing", [][]string{{"d sys", "d dev", "d etc", "f etc/hosts", "f etc/hostname", "f etc/resolv.conf"}}, "proc d rwxr-xr-x"},
 	}
 	for i, tt := range tests {
@@ -248,5 +250,70 @@ func TestSweepInitLayers(t *testing.T) {
 	}
 	if _, err := os.Lstat(dirs["b"]); err == nil {
 		t.Error("b's init layer outlived its last container")
+	}
+}
+
+// TestUserDB checks which user database the monitor hands init: the files
+// the union would show, or nil (init reads them itself) whenever it
+// cannot be sure what init would read.
+func TestUserDB(t *testing.T) {
+	testutil.RequirePrivileged(t) // whiteouts are device nodes
+	img := []string{"d etc", "f etc/passwd", "f etc/group", "l link etc", "d proc"}
+	big := strings.Repeat("x", maxUserDBFile+1)
+	tests := []struct {
+		name   string
+		upper  []string
+		lower  []string
+		driver string
+		mounts []string
+		// want is "passwd|group" as read, "nil" for no database.
+		want string
+	}{
+		{"the image's", nil, img, DriverLaminafs, nil, "image|image"},
+		{"kernel overlay too", nil, img, DriverOverlay, nil, "image|image"},
+		{"changed in the container's layer", []string{"d etc", "f etc/passwd"}, img, DriverLaminafs, nil, "upper|image"},
+		{"removed in the container's layer", []string{"d etc", "w etc/group"}, img, DriverLaminafs, nil, "image|"},
+		{"no /etc: an empty database", nil, []string{"d proc"}, DriverLaminafs, nil, "|"},
+		{"the default mounts", nil, img, DriverLaminafs, []string{"/proc", "/dev", "/dev/pts", "/sys/fs/cgroup", "/etc/hosts"}, "image|image"},
+		{"vfs copies while this reads", nil, img, DriverVFS, nil, "nil"},
+		{"a mount over /etc", nil, img, DriverLaminafs, []string{"/etc"}, "nil"},
+		{"a mount over /etc/passwd", nil, img, DriverLaminafs, []string{"/etc/passwd"}, "nil"},
+		{"a mount through a symlink", nil, img, DriverLaminafs, []string{"/link"}, "nil"},
+		{"a mount under a symlink", nil, img, DriverLaminafs, []string{"/link/group"}, "nil"},
+		{"passwd a symlink", nil, []string{"d etc", "l etc/passwd /usr/passwd", "f etc/group"}, DriverLaminafs, nil, "nil"},
+		{"passwd a directory", nil, []string{"d etc", "d etc/passwd", "f etc/group"}, DriverLaminafs, nil, "nil"},
+		{"too large", []string{"d etc", "f etc/passwd " + big}, img, DriverLaminafs, nil, "nil"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			upper := makeLayer(t, tt.upper...)
+			lower := makeLayer(t, tt.lower...)
+			// makeLayer writes "image" into files; the container's layer
+			// says "upper", or what the entry gives.
+			for _, e := range tt.upper {
+				if f := strings.Fields(e); f[0] == "f" {
+					content := "upper"
+					if len(f) > 2 {
+						content = f[2]
+					}
+					if err := os.WriteFile(filepath.Join(upper, f[1]), []byte(content), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			c := &Container{Driver: tt.driver, Layers: driver.Layers{Lower: []string{lower}, Upper: upper}}
+			spec := &specs.Spec{}
+			for _, m := range tt.mounts {
+				spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m, Type: "bind", Source: "/x"})
+			}
+			db := userDB(c, spec)
+			got := "nil"
+			if db != nil {
+				got = string(db.Passwd) + "|" + string(db.Group)
+			}
+			if got != tt.want {
+				t.Fatalf("user database %.40q, want %q", got, tt.want)
+			}
+		})
 	}
 }

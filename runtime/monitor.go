@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lamina-project/lamina/fs"
+	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -278,7 +280,7 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	}
 	defer ln.Close()
 	defer os.Remove(c.File("attach.sock"))
-	err = ip.bootstrap(spec, in.filter, cg)
+	err = ip.bootstrap(spec, in.filter, in.userDB, cg)
 	if err != nil {
 		m.recordNotStarted(err)
 		return err
@@ -436,10 +438,12 @@ func (m *monitor) recordNotStarted(err error) {
 }
 
 // initInputs is what init is bootstrapped with besides its stdio and
-// cgroups: the runtime spec (runtimeSpec) and the seccomp program.
+// cgroups: the runtime spec (runtimeSpec), the seccomp program and, when
+// it can be read here, the user database (userDB).
 type initInputs struct {
 	spec   *specs.Spec
 	filter []byte
+	userDB *initproc.UserDB
 	err    error
 }
 
@@ -449,7 +453,83 @@ func (m *monitor) initInputs() initInputs {
 		return initInputs{err: err}
 	}
 	filter, err := seccompFilter(m.s.seccompDir(), spec.Linux.Seccomp)
-	return initInputs{spec: spec, filter: filter, err: err}
+	return initInputs{spec: spec, filter: filter, userDB: userDB(m.c, spec), err: err}
+}
+
+// maxUserDBFile bounds what userDB reads of one file; a larger one is
+// left to init.
+const maxUserDBFile = 1 << 20
+
+// userDB reads the container's /etc/passwd and /etc/group from its layers,
+// so that init does not read them through the union (FUSE round trips on
+// the start's path, about 1 ms). nil, and init reads them itself, unless
+// the driver is a union of layers in kernel overlay's format whose files
+// nothing can change before init reads them (the container does not run
+// yet), no mount of the spec covers them (nor reaches them through a
+// symlink), and both resolve to regular files, or to nothing, through
+// plain directories (layerWalk).
+func userDB(c *Container, spec *specs.Spec) *initproc.UserDB {
+	if c.Driver != DriverLaminafs && c.Driver != DriverOverlay {
+		return nil // vfs copies the layers while this runs
+	}
+	layers := c.Layers.Lower
+	if c.Layers.Upper != "" {
+		layers = append([]string{c.Layers.Upper}, layers...)
+	}
+	files := []string{"/etc/passwd", "/etc/group"}
+	w := newLayerWalk(layers)
+	for _, mnt := range spec.Mounts {
+		d := path.Clean("/" + mnt.Destination)
+		for _, f := range files {
+			if d == "/" || f == d || strings.HasPrefix(f, d+"/") {
+				return nil
+			}
+		}
+		// Nor through a symlink in the image.
+		found, at, _, ok := w.lookup(d[1:])
+		if !ok {
+			return nil
+		}
+		var st unix.Stat_t
+		if found && (unix.Lstat(at, &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFLNK) {
+			return nil
+		}
+	}
+	var content [2][]byte
+	for i, f := range files {
+		found, at, _, ok := w.lookup(f[1:])
+		if !ok {
+			return nil
+		}
+		if !found {
+			continue
+		}
+		b, ok := readRegular(at, maxUserDBFile)
+		if !ok {
+			return nil
+		}
+		content[i] = b
+	}
+	return &initproc.UserDB{Passwd: content[0], Group: content[1]}
+}
+
+// readRegular reads the regular file at path (not through a final
+// symlink), if it is at most max bytes.
+func readRegular(path string, max int64) ([]byte, bool) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > max {
+		return nil, false
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil || int64(len(b)) > max {
+		return nil, false
+	}
+	return b, true
 }
 
 // runtimeSpec is the container's spec with what only a start knows: the

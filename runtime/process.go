@@ -72,7 +72,7 @@ func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) 
 			return nil, err
 		}
 	}
-	if err := p.bootstrap(spec, filter, cg); err != nil {
+	if err := p.bootstrap(spec, filter, nil, cg); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -175,8 +175,8 @@ func spawn(flags uintptr, stdio Stdio) (*InitProcess, error) {
 // no cgroups), spec and the compiled seccomp filter (nil: none), and waits
 // until the root filesystem is built and the command found. On failure
 // init is killed and reaped.
-func (p *InitProcess) bootstrap(spec *specs.Spec, filter []byte, cg *Cgroup) error {
-	if err := p.setup(spec, filter, cg); err != nil {
+func (p *InitProcess) bootstrap(spec *specs.Spec, filter []byte, db *initproc.UserDB, cg *Cgroup) error {
+	if err := p.setup(spec, filter, db, cg); err != nil {
 		p.Kill()
 		_, _ = p.Wait()
 		return err
@@ -184,7 +184,7 @@ func (p *InitProcess) bootstrap(spec *specs.Spec, filter []byte, cg *Cgroup) err
 	return nil
 }
 
-func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
+func (p *InitProcess) setup(spec *specs.Spec, filter []byte, db *initproc.UserDB, cg *Cgroup) error {
 	p.cg, p.resources = cg, spec.Linux.Resources
 	// Init gets the program, not the profile: tens of KB of JSON less to
 	// encode and decode.
@@ -198,7 +198,7 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, cg *Cgroup) error {
 	if p.stdio != nil {
 		fds = []int{int(p.stdio.Stdin.Fd()), int(p.stdio.Stdout.Fd()), int(p.stdio.Stderr.Fd())}
 	}
-	err := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "bootstrap", Protocol: initproc.Protocol, Spec: spec, Filter: filter}, fds...)
+	err := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "bootstrap", Protocol: initproc.Protocol, Spec: spec, Filter: filter, UserDB: db}, fds...)
 	if p.stdio != nil {
 		closeChildEnds(*p.stdio)
 		p.stdio = nil

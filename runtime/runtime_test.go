@@ -171,7 +171,7 @@ func TestInitSpawnedAhead(t *testing.T) {
 		_, _ = p.Wait()
 		t.Fatal("the init spawned ahead was not taken for docker's default namespaces")
 	}
-	if err := p.bootstrap(spec, nil, nil); err != nil {
+	if err := p.bootstrap(spec, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var so, se bytes.Buffer

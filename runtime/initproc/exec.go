@@ -33,7 +33,7 @@ func ExecInit() error {
 			return fail(125, err)
 		}
 	}
-	u, path, err := prepareProcess(req.Process, req.User)
+	u, path, err := prepareProcess(req.Process, req.User, nil)
 	if err != nil {
 		var ee *ExecError
 		if errors.As(err, &ee) {

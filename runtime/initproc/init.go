@@ -79,7 +79,7 @@ func Init() error {
 	if err := setupContainer(spec, sock); err != nil {
 		return fail(125, err)
 	}
-	user, path, err := prepareProcess(spec.Process, spec.Annotations[UserAnnotation])
+	user, path, err := prepareProcess(spec.Process, spec.Annotations[UserAnnotation], msg.UserDB)
 	if err != nil {
 		var ee *ExecError
 		if errors.As(err, &ee) {
@@ -294,8 +294,14 @@ func (e *ExecError) Error() string { return e.Msg }
 // prepareProcess resolves the user and the command inside the container,
 // before the monitor is told the container is ready, so that "not found"
 // is reported before anything runs.
-func prepareProcess(p *specs.Process, userSpec string) (execUser, string, error) {
-	u, err := lookupUser(userSpec, "/etc/passwd", "/etc/group")
+func prepareProcess(p *specs.Process, userSpec string, db *UserDB) (execUser, string, error) {
+	var u execUser
+	var err error
+	if db != nil {
+		u, err = lookupUserIn(userSpec, db)
+	} else {
+		u, err = lookupUser(userSpec, "/etc/passwd", "/etc/group")
+	}
 	if err != nil {
 		return u, "", err
 	}

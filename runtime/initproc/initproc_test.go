@@ -32,19 +32,38 @@ func TestLookupUser(t *testing.T) {
 		{"nosuch", execUser{}, "unable to find user nosuch"},
 		{"app:nosuch", execUser{}, "unable to find group nosuch"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.spec, func(t *testing.T) {
-			got, err := lookupUser(tc.spec, passwd, group)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want %q", err, tc.err)
+	pb, _ := os.ReadFile(passwd)
+	gb, _ := os.ReadFile(group)
+	// The files as init reads them, and as the monitor hands them over.
+	lookups := map[string]func(string) (execUser, error){
+		"files":    func(spec string) (execUser, error) { return lookupUser(spec, passwd, group) },
+		"database": func(spec string) (execUser, error) { return lookupUserIn(spec, &UserDB{Passwd: pb, Group: gb}) },
+	}
+	for name, lookup := range lookups {
+		for _, tc := range tests {
+			t.Run(name+"/"+tc.spec, func(t *testing.T) {
+				got, err := lookup(tc.spec)
+				if tc.err != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.err) {
+						t.Fatalf("error %v, want %q", err, tc.err)
+					}
+					return
 				}
-				return
-			}
-			if err != nil || !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
-			}
-		})
+				if err != nil || !reflect.DeepEqual(got, tc.want) {
+					t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+				}
+			})
+		}
+	}
+	// Without the files (missing, or an empty database), only numbers
+	// resolve, as root's defaults.
+	missing := filepath.Join(dir, "none")
+	for spec, want := range map[string]execUser{"": {Home: "/"}, "1000:50": {UID: 1000, GID: 50, Home: "/"}} {
+		a, err1 := lookupUser(spec, missing, missing)
+		b, err2 := lookupUserIn(spec, &UserDB{})
+		if err1 != nil || err2 != nil || !reflect.DeepEqual(a, want) || !reflect.DeepEqual(b, want) {
+			t.Errorf("%q without files: %+v, %v and %+v, %v; want %+v", spec, a, err1, b, err2, want)
+		}
 	}
 }
 

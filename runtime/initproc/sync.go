@@ -32,8 +32,11 @@ type SyncMsg struct {
 	// (the spec's seccomp section stays with the monitor).
 	Filter []byte       `json:"filter,omitempty"`
 	Exec   *ExecRequest `json:"exec,omitempty"`
-	Error  string       `json:"error,omitempty"`
-	Code   int          `json:"code,omitempty"`
+	// UserDB, in bootstrap, is the user database the command's user is
+	// resolved against; nil: init reads the container's own files.
+	UserDB *UserDB `json:"userdb,omitempty"`
+	Error  string  `json:"error,omitempty"`
+	Code   int     `json:"code,omitempty"`
 }
 
 // Protocol numbers this version of the messages; a change to them must
@@ -53,10 +56,11 @@ func NewSyncPair() (parent, child *os.File, err error) {
 // maxSyncFds is the most descriptors one message carries (stdio).
 const maxSyncFds = 3
 
-// syncHeader is a SyncMsg without its spec and exec request, encoded the
-// same: what init sends. Encoding a SyncMsg builds encoders for every type
-// a runtime spec can hold, whether or not the message has one (1.2 ms in
-// a fresh process here), and init never sends one.
+// syncHeader is a SyncMsg without its spec, exec request and user
+// database, encoded the same: what init sends. Encoding a SyncMsg builds
+// encoders for every type a runtime spec can hold, whether or not the
+// message has one (1.2 ms in a fresh process here), and init never sends
+// one.
 type syncHeader struct {
 	Type     string `json:"type"`
 	Protocol int    `json:"protocol,omitempty"`
@@ -68,7 +72,7 @@ type syncHeader struct {
 // SendSync sends m with fds (at most maxSyncFds).
 func SendSync(f *os.File, m SyncMsg, fds ...int) error {
 	var v any = m
-	if m.Spec == nil && m.Exec == nil {
+	if m.Spec == nil && m.Exec == nil && m.UserDB == nil {
 		v = syncHeader{Type: m.Type, Protocol: m.Protocol, Filter: m.Filter, Error: m.Error, Code: m.Code}
 	}
 	b, err := json.Marshal(v)

@@ -24,6 +24,7 @@ func TestSendSyncWire(t *testing.T) {
 		{"error", SyncMsg{Type: "error", Error: `exec: "nope": not found`, Code: 127}},
 		{"protocol and filter", SyncMsg{Type: "x", Protocol: Protocol, Filter: []byte{1, 2, 3}}},
 		{"bootstrap", SyncMsg{Type: "bootstrap", Protocol: Protocol, Spec: &specs.Spec{Hostname: "h", Process: &specs.Process{Args: []string{"true"}}}}},
+		{"user database", SyncMsg{Type: "x", UserDB: &UserDB{Passwd: []byte("root:x:0:0::/root:/bin/sh\n")}}},
 		{"exec", SyncMsg{Type: "exec", Exec: &ExecRequest{Process: &specs.Process{Args: []string{"sh"}}, User: "1000"}}},
 	}
 	for _, tt := range tests {

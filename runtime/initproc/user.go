@@ -2,7 +2,9 @@ package initproc
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -19,13 +21,34 @@ type execUser struct {
 // passwd and group files as the image has them. Paths are read after
 // pivot_root, so they can only name files inside the container.
 func lookupUser(spec, passwdPath, groupPath string) (execUser, error) {
+	passwd, _ := readColonFile(passwdPath, 7)
+	groups, _ := readColonFile(groupPath, 4)
+	return resolveUser(spec, passwd, groups)
+}
+
+// UserDB is the container's /etc/passwd and /etc/group, read for init by
+// the monitor when it can tell what they are without the union (nil
+// content: the file is missing).
+type UserDB struct {
+	Passwd []byte `json:"passwd,omitempty"`
+	Group  []byte `json:"group,omitempty"`
+}
+
+// lookupUserIn is lookupUser with the files' content in db.
+func lookupUserIn(spec string, db *UserDB) (execUser, error) {
+	passwd, _ := parseColonFile(bytes.NewReader(db.Passwd), 7)
+	groups, _ := parseColonFile(bytes.NewReader(db.Group), 4)
+	return resolveUser(spec, passwd, groups)
+}
+
+// resolveUser resolves spec, as lookupUser, against the rows of passwd
+// and group files.
+func resolveUser(spec string, passwd, groups [][]string) (execUser, error) {
 	u := execUser{Home: "/"}
 	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
 	if userPart == "" {
 		userPart = "0"
 	}
-	passwd, _ := readColonFile(passwdPath, 7)
-	groups, _ := readColonFile(groupPath, 4)
 
 	uidNum, numErr := strconv.Atoi(userPart)
 	found := false
@@ -90,8 +113,13 @@ func readColonFile(path string, n int) ([][]string, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return parseColonFile(f, n)
+}
+
+// parseColonFile is readColonFile on r.
+func parseColonFile(r io.Reader, n int) ([][]string, error) {
 	var rows [][]string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
