@@ -5,7 +5,9 @@
 # (apt-get install docker.io podman crun hyperfine); a peer that is not
 # there, or does not start, is left out with a note.
 # Usage: scripts/run-latency.sh [LAMINA]   (default bin/lamina). Prints a
-# Markdown table; scratch under /var/tmp/lamina-latency.
+# Markdown table from hyperfine, then one of the same commands run in
+# alternation (scripts/interleave.py, ROUNDS rounds, default 40), which a
+# noisy machine disturbs less; scratch under /var/tmp/lamina-latency.
 set -u
 LAMINA=$(readlink -f "${1:-bin/lamina}")
 W=/var/tmp/lamina-latency
@@ -88,4 +90,15 @@ args=()
 for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
 hyperfine -N --warmup 3 --runs 20 --export-markdown "$W/table.md" "${args[@]}" >"$W/hyperfine.log" 2>&1
 cat "$W/table.md"
+# The same commands in alternation, medians: what the docs compare.
+pairs=()
+ref=""
+for i in "${!cmds[@]}"; do
+	pairs+=("${names[$i]}" "${cmds[$i]}")
+	[ "${names[$i]}" = "crun run" ] && ref="crun run"
+done
+echo
+echo "Interleaved (${ROUNDS:-40} rounds):"
+echo
+python3 "$here/interleave.py" --rounds "${ROUNDS:-40}" ${ref:+--ref "$ref"} "${pairs[@]}"
 for n in "${notes[@]}"; do echo "- $n"; done
