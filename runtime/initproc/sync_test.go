@@ -90,3 +90,25 @@ func TestWarmBootstrap(t *testing.T) {
 		t.Fatalf("sample decodes to %+v", m)
 	}
 }
+
+// TestSyncHeaderFields keeps syncHeader in step with SyncMsg: every field
+// of SyncMsg but those that make SendSync encode the whole message is in
+// syncHeader, with the same JSON tag, or init would drop it unseen.
+func TestSyncHeaderFields(t *testing.T) {
+	full := map[string]bool{"Spec": true, "Exec": true, "UserDB": true}
+	h := reflect.TypeOf(syncHeader{})
+	m := reflect.TypeOf(SyncMsg{})
+	for i := 0; i < m.NumField(); i++ {
+		f := m.Field(i)
+		if full[f.Name] {
+			continue
+		}
+		hf, ok := h.FieldByName(f.Name)
+		if !ok || hf.Tag.Get("json") != f.Tag.Get("json") || hf.Type != f.Type {
+			t.Errorf("SyncMsg.%s (%s, %q) is not in syncHeader as it is", f.Name, f.Type, f.Tag.Get("json"))
+		}
+	}
+	if h.NumField() != m.NumField()-len(full) {
+		t.Errorf("syncHeader has %d fields, SyncMsg %d of which %d are sent whole", h.NumField(), m.NumField(), len(full))
+	}
+}
