@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -20,10 +21,19 @@ import (
 // ended.
 func MainDetached(stub *detach.Stub, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	h := newHost(stub)
+	go warmRecordEncoder()
 	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, newRunRoot, args)
 	h.finish(code)
 	return 0
 }
+
+// warmRecordEncoder builds encoding/json's encoders for a container record
+// on the side, while the CLI parses its command line and resolves the
+// image. encoding/json builds a struct's field encoders eagerly, so the
+// first record written (runtime.Store.Create, on the run's path) built them
+// for every type a runtime spec can hold: about 1 ms of a fresh process
+// here, against 0.15 ms for the encoding itself.
+func warmRecordEncoder() { _, _ = json.Marshal(&runtime.Container{}) }
 
 // host is what a detached CLI needs of its process: the signals the stub
 // forwards, which the CLI either handles or must act out as a signal's
