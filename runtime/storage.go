@@ -72,13 +72,18 @@ func (laminafs) Mount(l driver.Layers, target string) (driver.Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("laminafs: %w", err)
 	}
-	return &serverMount{srv: srv, target: target}, nil
+	m := &serverMount{srv: srv, target: target, conn: make(chan uint64, 1)}
+	// The connection's number, which Unmount may need to abort it, is
+	// read from the mount table now rather than on the container's exit.
+	go func() { m.conn <- driver.FUSEConnection(target) }()
+	return m, nil
 }
 
 // serverMount is a union this process serves.
 type serverMount struct {
 	srv    *fuse.Server
 	target string
+	conn   chan uint64 // the FUSE connection's number, once read
 	once   sync.Once
 	err    error
 }
@@ -87,7 +92,7 @@ func (m *serverMount) Target() string { return m.target }
 
 func (m *serverMount) Unmount() error {
 	m.once.Do(func() {
-		conn := driver.FUSEConnection(m.target)
+		conn := <-m.conn
 		done := make(chan error, 1)
 		go func() {
 			if err := m.srv.Unmount(); err != nil {
