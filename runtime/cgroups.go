@@ -62,6 +62,31 @@ func ownCgroup(controller string) string {
 	return "/"
 }
 
+// mkCgroup makes the cgroup directory p. Its parent is the cgroup all
+// containers share, which Destroy removes along with the last container
+// in it: when the parent goes between being made and p being made in it
+// (another container's exit), it is made again. prepare, if set, runs on
+// the parent before p is made in it.
+func mkCgroup(p string, prepare func(parent string)) error {
+	parent := filepath.Dir(p)
+	var err error
+	for i := 0; i < 5; i++ {
+		if err = os.MkdirAll(parent, 0o755); err != nil {
+			return err
+		}
+		if prepare != nil {
+			prepare(parent)
+		}
+		if err = os.Mkdir(p, 0o755); err == nil || errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
 // NewCgroup creates the container's cgroups and sets the spec's limits.
 func NewCgroup(id string, r *specs.LinuxResources) (*Cgroup, error) {
 	cg := &Cgroup{Paths: map[string]string{}}
@@ -69,8 +94,10 @@ func NewCgroup(id string, r *specs.LinuxResources) (*Cgroup, error) {
 		cg.V2 = true
 		p := filepath.Join(cgroupRoot, ownCgroup(""), "lamina", id)
 		cg.Paths[""] = p
-		_ = os.WriteFile(filepath.Join(filepath.Dir(p), "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0)
-		if err := os.MkdirAll(p, 0o755); err != nil {
+		enable := func(parent string) {
+			_ = os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0)
+		}
+		if err := mkCgroup(p, enable); err != nil {
 			return nil, fmt.Errorf("cgroup: %w", err)
 		}
 	} else {
@@ -80,7 +107,7 @@ func NewCgroup(id string, r *specs.LinuxResources) (*Cgroup, error) {
 				continue // controller not mounted
 			}
 			p := filepath.Join(base, ownCgroup(c), "lamina", id)
-			if err := os.MkdirAll(p, 0o755); err != nil {
+			if err := mkCgroup(p, nil); err != nil {
 				_ = cg.Destroy()
 				return nil, fmt.Errorf("cgroup %s: %w", c, err)
 			}

@@ -168,3 +168,50 @@ func TestEarlyCgroup(t *testing.T) {
 		gone(t, early)
 	})
 }
+
+// TestMkCgroup checks that a container's cgroup is made even when the
+// shared parent goes away at the wrong moment (another container's
+// Destroy removing it as it empties), as happened to a start running
+// beside another container's exit.
+func TestMkCgroup(t *testing.T) {
+	tests := []struct {
+		name    string
+		removes int // how many times the parent vanishes before the mkdir
+		wantErr bool
+	}{
+		{"parent there", 0, false},
+		{"parent removed once", 1, false},
+		{"parent removed four times", 4, false},
+		{"parent always removed", 100, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parent := filepath.Join(t.TempDir(), "lamina")
+			p := filepath.Join(parent, "ctr")
+			removed := 0
+			err := mkCgroup(p, func(dir string) {
+				if dir != parent {
+					t.Errorf("prepare got %s, want the parent %s", dir, parent)
+				}
+				if removed < tt.removes {
+					removed++
+					if err := os.Remove(dir); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("no error with the parent always gone")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+				t.Fatalf("cgroup dir: %v", err)
+			}
+		})
+	}
+}
