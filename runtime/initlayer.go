@@ -14,8 +14,8 @@ import (
 )
 
 // An init layer holds the mount points that every container's start
-// mounts or binds over and that its image lacks: /proc, /sys, /dev,
-// /etc/hosts, /etc/hostname and /etc/resolv.conf. It sits between the
+// mounts or binds over and that its image lacks (initLayerPaths): /proc,
+// /sys, /dev, /etc/hosts, /etc/hostname and /etc/resolv.conf. It sits between the
 // image's layers and the container's own, as docker's "-init" layer does,
 // so that a start writes nothing into the container's layer: without it,
 // init made them through the union on every start (for an image without
@@ -32,13 +32,26 @@ import (
 // plain directories (a symlink, a whiteout, a redirect), is left alone:
 // init then makes it through the union, as before.
 
-// initLayerPaths are the mount points an init layer provides.
-var initLayerPaths = []struct {
+// initPath is a mount point an init layer provides, relative to the root.
+type initPath struct {
 	rel string
 	dir bool
-}{
-	{"proc", true}, {"sys", true}, {"dev", true},
-	{"etc/hosts", false}, {"etc/hostname", false}, {"etc/resolv.conf", false},
+}
+
+// initLayerPaths are the mount points every start makes: the directories
+// of the default mounts at the root (/proc, /dev, /sys; those below them
+// are in what these mount), and the files of hostFiles.
+func initLayerPaths() []initPath {
+	var ps []initPath
+	for _, m := range defaultMounts(false) {
+		if rel := strings.TrimPrefix(m.Destination, "/"); !strings.Contains(rel, "/") {
+			ps = append(ps, initPath{rel, true})
+		}
+	}
+	for _, f := range hostFiles {
+		ps = append(ps, initPath{strings.TrimPrefix(f.dest, "/"), false})
+	}
+	return ps
 }
 
 // initLayerDir is where init layers are kept.
@@ -98,7 +111,7 @@ func planInitLayer(lower []string) []initStep {
 	var plan []initStep
 	planned := map[string]bool{}
 	w := newLayerWalk(lower)
-	for _, p := range initLayerPaths {
+	for _, p := range initLayerPaths() {
 		found, _, parents, ok := w.lookup(p.rel)
 		if found || !ok {
 			continue
@@ -261,17 +274,15 @@ func buildInitLayer(dir string, plan []initStep) error {
 			}
 		}
 	}
-	// Making their children changed the copied directories' times back:
-	// they show as the image has them, deepest first.
+	// Making their children changed the copied directories' times: they
+	// get the image's metadata again, deepest first.
 	for i := len(plan) - 1; i >= 0; i-- {
 		if st := plan[i]; st.src != "" {
 			var src unix.Stat_t
 			if err := unix.Lstat(st.src, &src); err != nil {
 				return err
 			}
-			m := cow.MetaFromStat(&src)
-			ts := []unix.Timespec{m.Atime, m.Mtime}
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dir, st.rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := cow.ApplyMeta(filepath.Join(dir, st.rel), cow.MetaFromStat(&src)); err != nil {
 				return err
 			}
 		}
@@ -315,15 +326,15 @@ func (s *Store) SweepInitLayers(imageExists func(id string) bool) error {
 	if err != nil {
 		return fmt.Errorf("init layers: %w", err)
 	}
-	used := map[string]bool{}
-	if cs, err := s.List(); err == nil {
-		for _, c := range cs {
-			for _, l := range c.Layers.Lower {
-				used[l] = true
-			}
-		}
-	} else {
+	cs, err := s.List()
+	if err != nil {
 		return err
+	}
+	used := map[string]bool{}
+	for _, c := range cs {
+		for _, l := range c.Layers.Lower {
+			used[l] = true
+		}
 	}
 	var errs []error
 	for _, e := range entries {

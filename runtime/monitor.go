@@ -532,6 +532,12 @@ func readRegular(path string, max int64) ([]byte, bool) {
 	return b, true
 }
 
+// hostFiles are the files a start writes into the container's directory
+// and binds over the image's (runtimeSpec): name there, and destination.
+var hostFiles = []struct{ name, dest string }{
+	{"hosts", "/etc/hosts"}, {"hostname", "/etc/hostname"}, {"resolv.conf", "/etc/resolv.conf"},
+}
+
 // runtimeSpec is the container's spec with what only a start knows: the
 // mount point, and /etc/hosts, /etc/hostname and /etc/resolv.conf.
 func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
@@ -556,13 +562,9 @@ func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
 		}
 	}
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
-	files := []struct{ name, dest, content string }{
-		{"hosts", "/etc/hosts", hosts},
-		{"hostname", "/etc/hostname", spec.Hostname + "\n"},
-		{"resolv.conf", "/etc/resolv.conf", string(resolv)},
-	}
-	for _, f := range files {
-		if err := os.WriteFile(m.c.File(f.name), []byte(f.content), 0o644); err != nil {
+	content := map[string]string{"hosts": hosts, "hostname": spec.Hostname + "\n", "resolv.conf": string(resolv)}
+	for _, f := range hostFiles {
+		if err := os.WriteFile(m.c.File(f.name), []byte(content[f.name]), 0o644); err != nil {
 			return nil, fmt.Errorf("%s: %w", f.dest, err)
 		}
 		opts := []string{"rbind", "rprivate"}
