@@ -50,6 +50,16 @@ func NewSyncPair() (parent, child *os.File, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("sync socketpair: %w", err)
 	}
+	// The parent's end is non-blocking, so that os.NewFile puts it in the
+	// runtime's poller and a wait for init's next message parks the
+	// goroutine instead of holding a thread and a P in recvmsg(2) (which
+	// keeps the Go scheduler's sysmon polling every 20 us). The child's
+	// end, a separate open file, stays blocking.
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("sync socketpair: %w", err)
+	}
 	return os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-child"), nil
 }
 
@@ -83,10 +93,44 @@ func SendSync(f *os.File, m SyncMsg, fds ...int) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	if err := unix.Sendmsg(int(f.Fd()), b, oob, nil, 0); err != nil {
+	if err := sendmsg(f, b, oob); err != nil {
 		return fmt.Errorf("sync send %s: %w", m.Type, err)
 	}
 	return nil
+}
+
+// sendmsg sends one packet on f, through the poller when f is in it. It
+// does not call f.Fd(), which would put the descriptor back in blocking
+// mode.
+func sendmsg(f *os.File, b, oob []byte) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), b, oob, nil, 0)
+		return serr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// recvmsg is unix.Recvmsg on f, waiting in the poller when f is in it
+// (see sendmsg).
+func recvmsg(f *os.File, p, oob []byte, flags int) (n, oobn int, err error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	if cerr := rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, err = unix.Recvmsg(int(fd), p, oob, flags)
+		return err != unix.EAGAIN
+	}); cerr != nil {
+		return 0, 0, cerr
+	}
+	return n, oobn, err
 }
 
 // RecvSync reads one message and the descriptors that came with it; io.EOF
@@ -98,7 +142,7 @@ func RecvSync(f *os.File) (SyncMsg, []*os.File, error) {
 	for {
 		// Peek at the packet's length first: a bootstrap with docker's
 		// seccomp profile is tens of KB, most messages a few bytes.
-		size, _, _, _, err := unix.Recvmsg(int(f.Fd()), nil, nil, unix.MSG_PEEK|unix.MSG_TRUNC)
+		size, _, err := recvmsg(f, nil, nil, unix.MSG_PEEK|unix.MSG_TRUNC)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -109,7 +153,7 @@ func RecvSync(f *os.File) (SyncMsg, []*os.File, error) {
 			return m, nil, fmt.Errorf("sync receive: message of %d bytes is too large", size)
 		}
 		buf := make([]byte, size+1)
-		n, oobn, _, _, err := unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		n, oobn, err := recvmsg(f, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
