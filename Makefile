@@ -1,9 +1,10 @@
 # lamina's build. `make install` sets up everything (apt packages, Go
 # modules, binaries); `make test` runs the whole test suite.
 GO        ?= go
+CC        ?= gcc
 BIN       := $(CURDIR)/bin
 PREFIX    ?= /usr/local
-APT_PKGS  := fuse3 fuse-overlayfs unionfs-fuse attr busybox-static libseccomp-dev python3 fio
+APT_PKGS  := gcc libc6-dev fuse3 fuse-overlayfs unionfs-fuse attr busybox-static libseccomp-dev python3 fio
 TEST_TIMEOUT ?= 20m
 export LAMINA_BIN_DIR := $(BIN)
 
@@ -25,13 +26,14 @@ deps:
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(GO) mod download
 
-# lamina-init (a container's init) is static and without cgo: it starts on
-# the path of every lamina run. lamina runs it from its own directory.
+# lamina-init (a container's init) is a static C program: it starts on the
+# path of every lamina run (see cmd/lamina-init/init.c). lamina runs it
+# from its own directory; without it, lamina runs its own Go init.
 # lamina is linked statically too (libseccomp, glibc; the pure-Go
 # resolvers), which saves each of its processes the dynamic loader: about
 # 6% of a lamina run --rm here.
 #
-# Both are built with Go 1.26's randomised heap base turned off, where the
+# lamina is built with Go 1.26's randomised heap base turned off, where the
 # toolchain still has the switch: the runtime then starts the heap at the
 # bottom of its first 4 MiB chunk instead of at a random page of it, and
 # internal/hugeheap puts that whole chunk on huge pages, which holds what
@@ -47,7 +49,7 @@ FIXED_HEAP := $(shell GOEXPERIMENT=norandomizedheapbase64 $(GO) env GOEXPERIMENT
 
 build:
 	GOEXPERIMENT=$(FIXED_HEAP) $(GO) build -tags netgo,osusergo -ldflags '-extldflags -static' -o $(BIN)/lamina ./cmd/lamina
-	GOEXPERIMENT=$(FIXED_HEAP) CGO_ENABLED=0 $(GO) build -o $(BIN)/lamina-init ./cmd/lamina-init
+	$(CC) -static -O2 -Wall -Wextra -Werror -o $(BIN)/lamina-init cmd/lamina-init/init.c
 	$(GO) build -o $(BIN)/laminafs ./cmd/laminafs
 
 install: deps build
@@ -57,8 +59,8 @@ install: deps build
 
 test: deps build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	# our addition to the go-fuse fork (third_party/go-fuse/LAMINA.md)
-	cd third_party/go-fuse && $(GO) test -count=1 -run InlineReader ./fs
+	# our additions to the go-fuse fork (third_party/go-fuse/LAMINA.md)
+	cd third_party/go-fuse && $(GO) test -count=1 -run 'InlineReader|ReaderWaitsInPoller' ./fs
 
 # test-short skips the long differential and crash runs.
 test-short: build

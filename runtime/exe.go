@@ -41,28 +41,31 @@ func sealedExe() (*os.File, error) {
 const initBinary = "lamina-init"
 
 // sealedInit returns, sealed as sealedExe's, the binary a container's init
-// runs from: lamina-init when it is installed next to the running binary,
-// else the running binary itself (which runs init as InitCommand).
-func sealedInit() (*os.File, error) {
+// runs from: lamina-init (the C init, which takes the flat bootstrap: flat
+// is true) when it is installed next to the running binary, else the
+// running binary itself (which runs init as InitCommand).
+func sealedInit() (f *os.File, flat bool, err error) {
 	bin, err := os.Readlink("/proc/self/exe")
 	if err != nil || strings.HasSuffix(bin, " (deleted)") {
-		return sealedExe()
+		f, err := sealedExe()
+		return f, false, err
 	}
 	return sealedInitIn(filepath.Dir(bin))
 }
 
 // sealedInitIn is sealedInit with lamina-init looked for in dir.
-func sealedInitIn(dir string) (*os.File, error) {
+func sealedInitIn(dir string) (*os.File, bool, error) {
 	p := filepath.Join(dir, initBinary)
 	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 		if f, err := overlayOpen(p, false); err == nil {
-			return f, nil
+			return f, true, nil
 		}
 		if f, err := memfdCopy(p); err == nil {
-			return f, nil
+			return f, true, nil
 		}
 	}
-	return sealedExe()
+	f, err := sealedExe()
+	return f, false, err
 }
 
 // overlayEmpty is the second, empty lower layer overlayOpen needs: an

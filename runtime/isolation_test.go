@@ -82,26 +82,28 @@ func TestIsolation(t *testing.T) {
 		{name: "exit code", script: "exit 42", code: 42},
 		{name: "killed by signal", script: "sh -c 'kill -9 $$'; exit $?", code: 137},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			o := tc.opts
-			if o.Args == nil {
-				o.Args = []string{"/bin/sh", "-c", tc.script}
-			}
-			r := runSpec(t, rootfs, o)
-			if r.code != tc.code && (tc.code != nonzero || r.code == 0) {
-				t.Fatalf("exit code %d, want %d (stdout %q, stderr %q)", r.code, tc.code, r.stdout, r.stderr)
-			}
-			if tc.out != "" && r.stdout != tc.out {
-				t.Fatalf("stdout %q, want %q (stderr %q)", r.stdout, tc.out, r.stderr)
-			}
-			if tc.errHas != "" && !strings.Contains(r.stderr, tc.errHas) {
-				t.Fatalf("stderr %q does not contain %q", r.stderr, tc.errHas)
-			}
-			if tc.has != "" && !strings.Contains(r.stdout, tc.has) {
-				t.Fatalf("stdout %q does not contain %q (stderr %q)", r.stdout, tc.has, r.stderr)
-			}
-		})
+	for _, in := range bothInits(t) {
+		for _, tc := range tests {
+			t.Run(in.name+"/"+tc.name, func(t *testing.T) {
+				o := tc.opts
+				if o.Args == nil {
+					o.Args = []string{"/bin/sh", "-c", tc.script}
+				}
+				r := runSpecWith(t, in, rootfs, o)
+				if r.code != tc.code && (tc.code != nonzero || r.code == 0) {
+					t.Fatalf("exit code %d, want %d (stdout %q, stderr %q)", r.code, tc.code, r.stdout, r.stderr)
+				}
+				if tc.out != "" && r.stdout != tc.out {
+					t.Fatalf("stdout %q, want %q (stderr %q)", r.stdout, tc.out, r.stderr)
+				}
+				if tc.errHas != "" && !strings.Contains(r.stderr, tc.errHas) {
+					t.Fatalf("stderr %q does not contain %q", r.stderr, tc.errHas)
+				}
+				if tc.has != "" && !strings.Contains(r.stdout, tc.has) {
+					t.Fatalf("stdout %q does not contain %q (stderr %q)", r.stdout, tc.has, r.stderr)
+				}
+			})
+		}
 	}
 }
 
@@ -109,16 +111,20 @@ func TestIsolation(t *testing.T) {
 // docker does (exit 137, OOMKilled).
 func TestMemoryLimitOOM(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	o := Options{Args: []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"}}
-	o.Memory = 32 << 20
-	r := runSpec(t, sharedRootfs(t), o)
-	if r.code != 137 || !r.oom {
-		t.Fatalf("got code %d oom %v stdout %q stderr %q, want 137 and OOM", r.code, r.oom, r.stdout, r.stderr)
-	}
-	// The same with room to spare runs to the end.
-	o.Memory = 256 << 20
-	if r := runSpec(t, sharedRootfs(t), o); r.code != 0 || r.oom {
-		t.Fatalf("without pressure: %+v", r)
+	for _, in := range bothInits(t) {
+		t.Run(in.name, func(t *testing.T) {
+			o := Options{Args: []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"}}
+			o.Memory = 32 << 20
+			r := runSpecWith(t, in, sharedRootfs(t), o)
+			if r.code != 137 || !r.oom {
+				t.Fatalf("got code %d oom %v stdout %q stderr %q, want 137 and OOM", r.code, r.oom, r.stdout, r.stderr)
+			}
+			// The same with room to spare runs to the end.
+			o.Memory = 256 << 20
+			if r := runSpecWith(t, in, sharedRootfs(t), o); r.code != 0 || r.oom {
+				t.Fatalf("without pressure: %+v", r)
+			}
+		})
 	}
 }
 
@@ -182,9 +188,12 @@ func TestSealedInitBinary(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	dir := t.TempDir()
 	self, _ := os.Readlink("/proc/self/exe")
-	f, err := sealedInitIn(dir)
+	f, flat, err := sealedInitIn(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if flat {
+		t.Fatal("without lamina-init, init is said to take the flat bootstrap")
 	}
 	target, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	f.Close()
@@ -195,11 +204,14 @@ func TestSealedInitBinary(t *testing.T) {
 	if err := os.WriteFile(init, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f, err = sealedInitIn(dir)
+	f, flat, err = sealedInitIn(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if !flat {
+		t.Fatal("lamina-init is not said to take the flat bootstrap")
+	}
 	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	target, _ = os.Readlink(path)
 	if filepath.Base(target) != initBinary {
@@ -225,7 +237,7 @@ func TestSealedInitBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(init, unix.MNT_DETACH)
-	g, err := sealedInitIn(dir)
+	g, _, err := sealedInitIn(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,6 +304,12 @@ func TestCgroupLimits(t *testing.T) {
 // reach the host.
 func TestRootfsEscapes(t *testing.T) {
 	testutil.RequirePrivileged(t)
+	for _, in := range bothInits(t) {
+		t.Run(in.name, func(t *testing.T) { rootfsEscapes(t, in) })
+	}
+}
+
+func rootfsEscapes(t *testing.T, in testInit) {
 	rootfs := t.TempDir()
 	os.Chmod(rootfs, 0o755)
 	testutil.BusyboxRootfs(t, rootfs)
@@ -302,7 +320,7 @@ func TestRootfsEscapes(t *testing.T) {
 	if err := os.Symlink(hostDir, filepath.Join(rootfs, "data")); err != nil {
 		t.Fatal(err)
 	}
-	r := runSpec(t, rootfs, Options{Args: []string{"cat", hostDir + "/f"}, Binds: []string{src + ":/data"}})
+	r := runSpecWith(t, in, rootfs, Options{Args: []string{"cat", hostDir + "/f"}, Binds: []string{src + ":/data"}})
 	if r.code != 0 || r.stdout != "bound\n" {
 		t.Fatalf("bind through a symlink: %+v", r)
 	}
@@ -317,10 +335,12 @@ func TestRootfsEscapes(t *testing.T) {
 	}
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	if p, err := StartInit(spec, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil); err == nil {
+	if p, err := startInit(spec, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil, in.open); err == nil {
 		p.Kill()
 		p.Wait()
 		t.Fatal("a container started with /proc a symlink")
+	} else if !strings.Contains(err.Error(), "not a directory in the image") {
+		t.Fatalf("a container with /proc a symlink failed with %q, not for the symlink", err)
 	}
 }
 
@@ -331,12 +351,14 @@ func TestCgroupView(t *testing.T) {
 	o := sh("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep -c ':/$'; mkdir /sys/fs/cgroup/memory/x 2>/dev/null || echo ro")
 	o.Memory = 64 << 20
 	o.PidsLimit = 50
-	r := runSpec(t, sharedRootfs(t), o)
 	if useV2() {
 		t.Skip("v1 layout checked only on v1 hosts")
 	}
-	lines := strings.Split(r.stdout, "\n")
-	if r.code != 0 || len(lines) < 4 || lines[0] != "67108864" || lines[1] != "50" || lines[3] != "ro" {
-		t.Fatalf("got %+v", r)
+	for _, in := range bothInits(t) {
+		r := runSpecWith(t, in, sharedRootfs(t), o)
+		lines := strings.Split(r.stdout, "\n")
+		if r.code != 0 || len(lines) < 4 || lines[0] != "67108864" || lines[1] != "50" || lines[3] != "ro" {
+			t.Fatalf("%s init: got %+v", in.name, r)
+		}
 	}
 }

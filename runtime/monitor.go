@@ -93,7 +93,7 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, hando
 	// While the CLI creates the container, the container's init starts in
 	// docker's default namespaces; a container with others gets a new
 	// one (monitor.takeInit). Failing here only costs that head start.
-	m.ahead, _ = spawnInitAhead()
+	m.ahead, _ = spawnInitAhead(sealedInit)
 	if m.ahead != nil && id != "" {
 		m.early = startEarlyCgroup(id, m.ahead.Pid())
 	}
@@ -195,7 +195,7 @@ func (m *monitor) takeInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) 
 		ip.Kill()
 		_, _ = ip.Wait()
 	}
-	ip, err := spawnInit(spec, stdio)
+	ip, err := spawnInit(spec, stdio, sealedInit)
 	closeChildEnds(stdio)
 	return ip, err
 }

@@ -26,6 +26,8 @@ type InitProcess struct {
 	// bootstrap hands it for its fds 0-2 (and then closes).
 	flags uintptr
 	stdio *Stdio
+	// flat says init is the C lamina-init, which takes the flat bootstrap.
+	flat bool
 }
 
 // Stdio is what the container's fds 0-2 are, when it has no terminal.
@@ -53,6 +55,15 @@ var nsFlags = map[specs.LinuxNamespaceType]uintptr{
 //
 // A not-found command is an *ExecError with code 127.
 func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) {
+	return startInit(spec, stdio, cg, sealedInit)
+}
+
+// initOpener opens the binary a container's init runs from, and says
+// whether it is the C init (sealedInit).
+type initOpener func() (exe *os.File, flat bool, err error)
+
+// startInit is StartInit with init run from what open gives.
+func startInit(spec *specs.Spec, stdio Stdio, cg *Cgroup, open initOpener) (*InitProcess, error) {
 	var sc *specs.LinuxSeccomp
 	if spec.Linux != nil {
 		sc = spec.Linux.Seccomp
@@ -61,7 +72,7 @@ func StartInit(spec *specs.Spec, stdio Stdio, cg *Cgroup) (*InitProcess, error) 
 	if err != nil {
 		return nil, err
 	}
-	p, err := spawnInit(spec, stdio)
+	p, err := spawnInit(spec, stdio, open)
 	if err != nil {
 		return nil, err
 	}
@@ -99,12 +110,12 @@ const aheadFlags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | u
 // namespaces are unshared by init itself on bootstrap, so that init can be
 // spawned (and its runtime start) while the monitor still mounts the root
 // filesystem, and the mount is there when init copies the mount table.
-func spawnInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) {
+func spawnInit(spec *specs.Spec, stdio Stdio, open initOpener) (*InitProcess, error) {
 	flags, err := cloneFlags(spec)
 	if err != nil {
 		return nil, err
 	}
-	return spawn(flags, stdio)
+	return spawn(flags, stdio, open)
 }
 
 // spawnInitAhead starts an init before its container is known, in the
@@ -112,13 +123,13 @@ func spawnInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) {
 // process start overlaps the CLI's creation of the container; adopt then
 // takes it for a spec with those namespaces, and bootstrap hands it the
 // real stdio.
-func spawnInitAhead() (*InitProcess, error) {
+func spawnInitAhead(open initOpener) (*InitProcess, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("start init: %w", err)
 	}
 	defer devnull.Close()
-	p, err := spawn(aheadFlags, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull})
+	p, err := spawn(aheadFlags, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, open)
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +148,8 @@ func (p *InitProcess) adopt(spec *specs.Spec, stdio Stdio) bool {
 	return true
 }
 
-func spawn(flags uintptr, stdio Stdio) (*InitProcess, error) {
-	exe, err := sealedInit()
+func spawn(flags uintptr, stdio Stdio, open initOpener) (*InitProcess, error) {
+	exe, flat, err := open()
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +179,7 @@ func spawn(flags uintptr, stdio Stdio) (*InitProcess, error) {
 		return nil, fmt.Errorf("start init: %w", err)
 	}
 	child.Close()
-	return &InitProcess{cmd: cmd, sock: parent}, nil
+	return &InitProcess{cmd: cmd, sock: parent, flat: flat}, nil
 }
 
 // bootstrap hands a spawned init, which the caller has put into cg (nil:
@@ -198,7 +209,15 @@ func (p *InitProcess) setup(spec *specs.Spec, filter []byte, db *initproc.UserDB
 	if p.stdio != nil {
 		fds = []int{int(p.stdio.Stdin.Fd()), int(p.stdio.Stdout.Fd()), int(p.stdio.Stderr.Fd())}
 	}
-	err := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "bootstrap", Protocol: initproc.Protocol, Spec: spec, Filter: filter, UserDB: db}, fds...)
+	var err error
+	if p.flat {
+		var b []byte
+		if b, err = initproc.EncodeFlat(spec, filter, db); err == nil {
+			err = initproc.SendFlat(p.sock, b, fds...)
+		}
+	} else {
+		err = initproc.SendSync(p.sock, initproc.SyncMsg{Type: "bootstrap", Protocol: initproc.Protocol, Spec: spec, Filter: filter, UserDB: db}, fds...)
+	}
 	if p.stdio != nil {
 		closeChildEnds(*p.stdio)
 		p.stdio = nil

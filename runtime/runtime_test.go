@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,8 +71,57 @@ type result struct {
 	oom            bool
 }
 
-// runSpec runs a container from o over rootfs and returns what it printed.
+// testInit is one of the two inits a container can run: lamina's Go init
+// (from the running binary, which TestMain makes serve as init) or the C
+// lamina-init, which is what an installed lamina runs.
+type testInit struct {
+	name string
+	open initOpener
+}
+
+var goInit = testInit{"go", func() (*os.File, bool, error) {
+	f, err := sealedExe()
+	return f, false, err
+}}
+
+// cInit is the C init, built once per test process unless
+// $LAMINA_BIN_DIR has it.
+func cInit(t *testing.T) testInit {
+	dir := filepath.Dir(testutil.Binary(t, "lamina-init"))
+	return testInit{"c", func() (*os.File, bool, error) {
+		f, flat, err := sealedInitIn(dir)
+		if err == nil && !flat {
+			f.Close()
+			err = fmt.Errorf("no lamina-init in %s", dir)
+		}
+		return f, flat, err
+	}}
+}
+
+// bothInits is the Go init and the C init, for tests that must hold for
+// each.
+func bothInits(t *testing.T) []testInit { return []testInit{goInit, cInit(t)} }
+
+// runSpec runs a container from o over rootfs with the Go init and returns
+// what it printed.
 func runSpec(t *testing.T, rootfs string, o Options, tweak ...func(*specs.Spec)) result {
+	t.Helper()
+	return runSpecWith(t, goInit, rootfs, o, tweak...)
+}
+
+// runSpecWith is runSpec with the init in.
+func runSpecWith(t *testing.T, in testInit, rootfs string, o Options, tweak ...func(*specs.Spec)) result {
+	t.Helper()
+	r, err := tryRunSpec(t, in, rootfs, o, tweak...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// tryRunSpec is runSpecWith that returns a failure to start (other than
+// the command's 126 and 127) instead of failing t.
+func tryRunSpec(t *testing.T, in testInit, rootfs string, o Options, tweak ...func(*specs.Spec)) (result, error) {
 	t.Helper()
 	if o.Network == "" {
 		o.Network = "none"
@@ -97,15 +147,15 @@ func runSpec(t *testing.T, rootfs string, o Options, tweak ...func(*specs.Spec))
 	errR, errW, _ := os.Pipe()
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	p, err := StartInit(spec, Stdio{Stdin: devnull, Stdout: outW, Stderr: errW}, cg)
+	p, err := startInit(spec, Stdio{Stdin: devnull, Stdout: outW, Stderr: errW}, cg, in.open)
 	outW.Close()
 	errW.Close()
 	var ee *ExecError
 	if errors.As(err, &ee) {
-		return result{code: ee.Code, stderr: ee.Msg}
+		return result{code: ee.Code, stderr: ee.Msg}, nil
 	}
 	if err != nil {
-		t.Fatalf("start init: %v", err)
+		return result{}, fmt.Errorf("start init: %w", err)
 	}
 	var wg sync.WaitGroup
 	var so, se bytes.Buffer
@@ -116,25 +166,29 @@ func runSpec(t *testing.T, rootfs string, o Options, tweak ...func(*specs.Spec))
 		if errors.As(err, &ee) {
 			_, _ = p.Wait()
 			wg.Wait()
-			return result{code: ee.Code, stderr: ee.Msg}
+			return result{code: ee.Code, stderr: ee.Msg}, nil
 		}
-		t.Fatalf("start: %v", err)
+		_, _ = p.Wait()
+		wg.Wait()
+		return result{}, fmt.Errorf("start: %w", err)
 	}
 	code, err := p.Wait()
 	if err != nil {
-		t.Fatalf("wait: %v", err)
+		return result{}, fmt.Errorf("wait: %w", err)
 	}
 	wg.Wait()
-	return result{code: code, stdout: so.String(), stderr: se.String(), oom: cg.OOMKilled()}
+	return result{code: code, stdout: so.String(), stderr: se.String(), oom: cg.OOMKilled()}, nil
 }
 
 func sh(script string) Options { return Options{Args: []string{"/bin/sh", "-c", script}} }
 
 func TestRunTrue(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	r := runSpec(t, sharedRootfs(t), sh("echo hello; echo oops >&2; exit 3"))
-	if r.code != 3 || r.stdout != "hello\n" || r.stderr != "oops\n" {
-		t.Fatalf("got %+v", r)
+	for _, in := range bothInits(t) {
+		r := runSpecWith(t, in, sharedRootfs(t), sh("echo hello; echo oops >&2; exit 3"))
+		if r.code != 3 || r.stdout != "hello\n" || r.stderr != "oops\n" {
+			t.Fatalf("%s init: got %+v", in.name, r)
+		}
 	}
 }
 
@@ -142,6 +196,12 @@ func TestRunTrue(t *testing.T) {
 // namespaces, and then runs the command with the stdio bootstrap hands it.
 func TestInitSpawnedAhead(t *testing.T) {
 	testutil.RequirePrivileged(t)
+	for _, in := range bothInits(t) {
+		t.Run(in.name, func(t *testing.T) { initSpawnedAhead(t, in) })
+	}
+}
+
+func initSpawnedAhead(t *testing.T, in testInit) {
 	rootfs := sharedRootfs(t)
 	o := sh("echo out; echo err >&2; hostname; exit 5")
 	o.Network, o.Hostname = "none", "ahead"
@@ -153,7 +213,7 @@ func TestInitSpawnedAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := spawnInitAhead()
+	p, err := spawnInitAhead(in.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,12 +257,85 @@ func TestIgnoredSignalsReset(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Reset(syscall.SIGINT, syscall.SIGHUP)
-	r := runSpec(t, sharedRootfs(t), sh("grep SigIgn /proc/self/status"))
-	var mask uint64
-	if _, err := fmt.Sscanf(strings.TrimSpace(r.stdout), "SigIgn:\t%x", &mask); err != nil || r.code != 0 {
-		t.Fatalf("got %+v (%v)", r, err)
+	for _, in := range bothInits(t) {
+		r := runSpecWith(t, in, sharedRootfs(t), sh("grep SigIgn /proc/self/status"))
+		var mask uint64
+		if _, err := fmt.Sscanf(strings.TrimSpace(r.stdout), "SigIgn:\t%x", &mask); err != nil || r.code != 0 {
+			t.Fatalf("%s init: got %+v (%v)", in.name, r, err)
+		}
+		if ign := mask & (1<<(syscall.SIGINT-1) | 1<<(syscall.SIGHUP-1)); ign != 0 {
+			t.Fatalf("%s init: the command ignores signals %#x (SigIgn %#x); want SIGINT and SIGHUP at their defaults", in.name, ign, mask)
+		}
 	}
-	if ign := mask & (1<<(syscall.SIGINT-1) | 1<<(syscall.SIGHUP-1)); ign != 0 {
-		t.Fatalf("the command ignores signals %#x (SigIgn %#x); want SIGINT and SIGHUP at their defaults", ign, mask)
+}
+
+// TestInitsAgree is the differential test of the two inits: the same
+// containers, run by the Go init and by the C lamina-init, must look the
+// same from inside (credentials, capabilities, signals, mounts, /dev,
+// environment, limits) and fail with the same codes and messages.
+func TestInitsAgree(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	rootfs := sharedRootfs(t)
+	hostDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hostDir, "f"), []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Mount IDs, device numbers and propagation peer groups differ from
+	// one container to the next; the rest of mountinfo is compared.
+	const look = `id; grep -E '^(Cap|NoNewPrivs|Seccomp|SigIgn|SigBlk)' /proc/self/status
+awk '{ s = ""; for (i = 7; $i != "-"; i++) ; print $4, $5, $6, $(i+1), $(i+2), $(i+3) }' /proc/self/mountinfo
+ls -ln /dev | awk '{ print $1, $3, $4, $5, $6, $NF }'
+echo "home=$HOME pwd=$(pwd) umask=$(umask)"; ulimit -a; env | sort; hostname; ls /proc/self/fd; cat /data/f 2>&1; true`
+	tests := []struct {
+		name string
+		o    Options
+	}{
+		{"default", Options{}},
+		{"user and workdir", Options{User: "nobody", Cwd: "/made/here"}},
+		{"user and group", Options{User: "1000:nogroup"}},
+		{"caps and no new privs", Options{CapDrop: []string{"ALL"}, CapAdd: []string{"NET_ADMIN", "CHOWN"}, NoNewPrivileges: true}},
+		{"read-only, tmpfs, binds", Options{ReadOnly: true, Tmpfs: []string{"/scratch"}, Binds: []string{hostDir + ":/data:ro", hostDir + "/f:/etc/extra"}}},
+		{"limits, hostname, env", Options{Hostname: "box", Env: []string{"PATH=/bin:/usr/bin", "HOME=/tmp"}, Ulimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 100, Hard: 200}}}},
+		{"privileged", Options{Privileged: true}},
+		{"network host", Options{Network: "host"}},
+		{"unconfined", Options{Seccomp: "unconfined", CapAdd: []string{"ALL"}}},
+		{"not found", Options{Args: []string{"nosuch"}}},
+		{"not found, quoted", Options{Args: []string{"no\"such\\\x01\t"}}},
+		{"absolute not found", Options{Args: []string{"/no/such"}}},
+		{"not executable", Options{Args: []string{"/etc/passwd"}}},
+		{"a directory", Options{Args: []string{"/etc"}}},
+		{"unknown user", Options{User: "nouser"}},
+		{"unknown group", Options{User: "nobody:nogroupatall"}},
+		{"workdir is a file", Options{Cwd: "/etc/passwd"}},
+		{"workdir under a file", Options{Cwd: "/etc/passwd/x"}},
+	}
+	inits := bothInits(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [2]result
+			var errs [2]string
+			for i, in := range inits {
+				o := tc.o
+				if o.Args == nil {
+					o.Args = []string{"/bin/sh", "-c", look}
+				}
+				r, err := tryRunSpec(t, in, rootfs, o)
+				if err != nil {
+					errs[i] = err.Error()
+				}
+				got[i] = r
+			}
+			if got[0] != got[1] || errs[0] != errs[1] {
+				t.Fatalf("the inits disagree:\ngo: exit %d, error %q\n%s\nstderr %q\nc:  exit %d, error %q\n%s\nstderr %q",
+					got[0].code, errs[0], got[0].stdout, got[0].stderr, got[1].code, errs[1], got[1].stdout, got[1].stderr)
+			}
+			if fails := tc.o.Args != nil || strings.HasPrefix(tc.name, "unknown") || strings.HasPrefix(tc.name, "workdir"); fails {
+				if got[0].code == 0 && errs[0] == "" {
+					t.Fatalf("the container ran: %+v", got[0])
+				}
+			} else if errs[0] != "" || got[0].code != 0 || !strings.Contains(got[0].stdout, "CapEff") {
+				t.Fatalf("the look inside failed: exit %d, error %q\n%s\nstderr %q", got[0].code, errs[0], got[0].stdout, got[0].stderr)
+			}
+		})
 	}
 }

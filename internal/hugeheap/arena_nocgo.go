@@ -2,7 +2,7 @@
 
 package hugeheap
 
-// oneArena is false without cgo: such a program (lamina-init) has no
+// oneArena is false without cgo: such a program has no
 // malloc (see arena_cgo.go).
 const oneArena = false
 

@@ -170,13 +170,13 @@ func alignedRange(base uintptr, n int) (lo, hi int) {
 }
 
 // init puts the heap a program starts with on huge pages, so that a
-// lamina process's start (the CLI, a container's monitor, lamina-init)
+// lamina process's start (the CLI, a container's monitor, a Go init)
 // does not take a page fault for each 4 KiB its start-up touches: about
 // 300 faults, 4 ms, for `lamina --version`. The runtime maps its first
 // heap as one 4 MiB chunk (its page allocator's unit), 4 MiB aligned,
 // starts allocating at its bottom (or, with Go 1.26's randomised heap
-// base, at a random page in it: the Makefile builds lamina and
-// lamina-init without it, see there) and goes up. The huge page around
+// base, at a random page in it: the Makefile builds lamina without
+// it, see there) and goes up. The huge page around
 // what it has allocated so far is made with MADV_COLLAPSE (about 0.7 ms here), which copies what is
 // resident there already; the one above it in the chunk is usually not
 // touched yet, and MADV_COLLAPSE refuses a range with no page table

@@ -60,7 +60,7 @@ var (
 )
 
 // Binary returns the path of one of the project's commands (laminafs,
-// lamina). It uses $LAMINA_BIN_DIR when set (the Makefile builds there),
+// lamina, lamina-init). It uses $LAMINA_BIN_DIR when set (the Makefile builds there),
 // else builds the command once per test process.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
@@ -77,6 +77,9 @@ func Binary(t testing.TB, name string) string {
 	}
 	p := filepath.Join(binDir(t), name)
 	cmd := exec.Command("go", "build", "-o", p, "./cmd/"+name)
+	if name == "lamina-init" { // C, as the Makefile builds it
+		cmd = exec.Command("cc", "-static", "-O2", "-o", p, "cmd/lamina-init/init.c")
+	}
 	cmd.Dir = ModuleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", name, err, out)

@@ -5,8 +5,11 @@
 // exchanges with the monitor (sync.go).
 //
 // It is a package of its own, without cgo and without lamina's other
-// packages, so that the container's init can be the small static binary
-// cmd/lamina-init: it starts on the path of every lamina run.
+// packages. The container's init an installed lamina runs is
+// cmd/lamina-init, a C program that does what Init does from the flat
+// bootstrap (flat.go); Init is the init of a lamina without it (the
+// lamina binary runs itself as init), and TestInitsAgree holds the two to
+// the same result. A change to one is a change to the other.
 package initproc
 
 import (

@@ -330,20 +330,12 @@ func mountCgroups(dest string, flags uintptr) error {
 	if err := unix.Mount("tmpfs", dest, "tmpfs", (flags&^unix.MS_RDONLY)|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
 		return fmt.Errorf("mount cgroup tmpfs: %w", err)
 	}
-	b, err := os.ReadFile("/proc/self/cgroup")
+	hs, err := cgroupHierarchies()
 	if err != nil {
-		return fmt.Errorf("cgroups: %w", err)
+		return err
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 || parts[0] == "0" || parts[1] == "" {
-			continue // the empty unified hierarchy of a hybrid host
-		}
-		name := strings.TrimPrefix(parts[1], "name=")
-		data := parts[1]
-		if strings.HasPrefix(parts[1], "name=") {
-			data = "none," + parts[1]
-		}
+	for _, h := range hs {
+		name, data := h[0], h[1]
 		dir := filepath.Join(dest, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return fmt.Errorf("cgroup mount point %s: %w", name, err)

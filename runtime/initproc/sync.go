@@ -24,8 +24,9 @@ import (
 
 type SyncMsg struct {
 	Type string `json:"type"`
-	// Protocol is the sender's Protocol, in bootstrap: lamina-init is a
-	// binary of its own and must be lamina's own build.
+	// Protocol is the sender's Protocol, in bootstrap. (The C
+	// lamina-init, a binary of its own that must be lamina's own build,
+	// gets the flat bootstrap, which has FlatProtocol.)
 	Protocol int         `json:"protocol,omitempty"`
 	Spec     *specs.Spec `json:"spec,omitempty"`
 	// Filter is the compiled seccomp program the command runs under

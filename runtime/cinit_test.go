@@ -1,0 +1,69 @@
+package runtime
+
+import (
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/lamina-project/lamina/internal/testutil"
+	"github.com/lamina-project/lamina/runtime/initproc"
+)
+
+// TestCInitRejectsBadBootstrap sends the C init bootstraps it must refuse
+// before it touches anything: each is an error message to the monitor and
+// exit 125, never a crash.
+func TestCInitRejectsBadBootstrap(t *testing.T) {
+	bin := testutil.Binary(t, "lamina-init")
+	header := func(protocol uint32) []byte {
+		return binary.NativeEndian.AppendUint32([]byte("LMNI"), protocol)
+	}
+	record := func(b []byte, tag, n uint32, data string) []byte {
+		b = binary.NativeEndian.AppendUint32(b, tag)
+		b = binary.NativeEndian.AppendUint32(b, n)
+		return append(b, data...)
+	}
+	tests := []struct {
+		name string
+		msg  []byte
+		want string
+	}{
+		{"the Go init's", []byte(`{"type":"bootstrap","protocol":1}`), "Go init's bootstrap"},
+		{"not a bootstrap", []byte("hello, world"), "expected bootstrap"},
+		{"other protocol", header(99), "protocol 99"},
+		{"truncated header", append(header(initproc.FlatProtocol), 1, 0, 0), "truncated record"},
+		{"record overruns", record(header(initproc.FlatProtocol), 1, 100, "ab"), "truncated record"},
+		{"unterminated string", record(header(initproc.FlatProtocol), 2, 3, "abc"), "unterminated string"},
+		{"short flags", record(header(initproc.FlatProtocol), 1, 2, "ab"), "record 1 is short"},
+		{"mount with too many propagations", record(header(initproc.FlatProtocol), 4, 16, "\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x00"), "record 4 is short"},
+		{"unknown record", record(header(initproc.FlatProtocol), 99, 0, ""), "unknown record 99"},
+		{"no root filesystem", header(initproc.FlatProtocol), "no root filesystem"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parent, child, err := initproc.NewSyncPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer parent.Close()
+			cmd := exec.Command(bin)
+			cmd.ExtraFiles = []*os.File{child}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			child.Close()
+			if err := initproc.SendFlat(parent, tt.msg); err != nil {
+				t.Fatal(err)
+			}
+			m, _, rerr := initproc.RecvSync(parent)
+			werr := cmd.Wait()
+			if rerr != nil || m.Type != "error" || m.Code != 125 || !strings.Contains(m.Error, tt.want) {
+				t.Fatalf("got %+v (%v), want an error with %q and code 125", m, rerr, tt.want)
+			}
+			if cmd.ProcessState.ExitCode() != 125 {
+				t.Fatalf("exit %v, want 125", werr)
+			}
+		})
+	}
+}
