@@ -304,16 +304,34 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	if spec.Annotations == nil {
 		spec.Annotations = map[string]string{}
 	}
-	if err := s.Create(c); err != nil {
-		return nil, nil, err
+	// The container's hold on its image is recorded while the rest of the
+	// container is written: the transaction waits for two fdatasyncs of
+	// the store's metadata, a millisecond on the path of every run. It
+	// starts once the container's directory exists, so that an rmi that
+	// sees the hold finds its holder (holderGone); an rmi that commits
+	// first leaves no image for the hold, which then fails the create.
+	var ref chan error
+	err = s.CreateWith(c, func() {
+		ref = make(chan error, 1)
+		go func() { ref <- ls.AddContainerRef(img.ID, id) }()
+	})
+	// undo drops what was made after a failure, the hold last.
+	undo := func(err error) error {
+		if ref != nil && <-ref == nil {
+			_ = ls.RemoveContainerRef(img.ID, id)
+		}
+		return err
+	}
+	if err != nil {
+		return nil, nil, undo(err)
 	}
 	for _, d := range []string{"upper", "work", "merged"} {
 		if err := os.Mkdir(c.File(d), 0o755); err != nil {
 			_ = s.Delete(c)
-			return nil, nil, fmt.Errorf("create container: %w", err)
+			return nil, nil, undo(fmt.Errorf("create container: %w", err))
 		}
 	}
-	if err := ls.AddContainerRef(img.ID, id); err != nil {
+	if err := <-ref; err != nil {
 		_ = s.Delete(c)
 		return nil, nil, err
 	}

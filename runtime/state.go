@@ -211,7 +211,12 @@ func flock(path string) (func(), error) {
 
 // Create makes c's directory and records it, failing if the name is taken.
 // With an empty name, a docker-style name is generated.
-func (s *Store) Create(c *Container) error {
+func (s *Store) Create(c *Container) error { return s.CreateWith(c, nil) }
+
+// CreateWith is Create that calls made, when not nil, as soon as the
+// container's directory exists (the container then holds what it names:
+// see the CLI's holderGone), while the rest of the record is written.
+func (s *Store) CreateWith(c *Container, made func()) error {
 	unlock, err := s.Lock()
 	if err != nil {
 		return err
@@ -241,6 +246,9 @@ func (s *Store) Create(c *Container) error {
 	c.dir = filepath.Join(s.dir, c.ID)
 	if err := os.Mkdir(c.dir, 0o700); err != nil {
 		return fmt.Errorf("container dir: %w", err)
+	}
+	if made != nil {
+		made()
 	}
 	if err := s.SaveConfig(c); err != nil {
 		os.RemoveAll(c.dir)
