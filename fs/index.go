@@ -21,8 +21,10 @@ import (
 //
 // A listing is read in two steps. The first (fill) takes the names and
 // types getdents gives, and is all a lookup through the directory needs;
-// the second takes the lstat of every entry, which readdirplus and
-// getattr want, in the background (prefetcher): on a cold cache it is
+// the second, once the directory is listed for the kernel (listed), a few
+// names in it are looked up (lookedUp) or it is looked up in a directory
+// that was listed (subdir), takes the lstat of every entry, which readdirplus and getattr want, in the
+// background (prefetcher): on a cold cache it is
 // most of the cost of a listing, and a walk (find, du, a stat of every
 // file) would otherwise wait for all of a directory's subdirectories to
 // be stat'ed before it could look any of them up. Whoever wants an
@@ -41,7 +43,9 @@ type dirIndex struct {
 	entries   map[string]*lentry
 	names     []string // the keys of entries, sorted
 	whiteouts map[string]bool
-	statted   atomic.Bool // the stat of its entries is queued or done (prefetcher.stat)
+	statted   atomic.Bool  // the stat of its entries is queued or done (prefetcher.stat)
+	lookups   atomic.Int32 // lookups of names in it so far (lookedUp)
+	listed    atomic.Bool  // it was listed for the kernel (listed)
 }
 
 // lentry is one name in a lower directory.
@@ -77,20 +81,60 @@ func (l *layerIndex) abs(rel string) string {
 	return l.root + "/" + rel
 }
 
-// dir returns the listing of the directory rel, reading it on first use
-// (and starting the stat of its entries in the background); a second
-// caller waits for the first one's reading.
+// dir returns the listing of the directory rel, reading it on first use;
+// a second caller waits for the first one's reading.
 func (l *layerIndex) dir(rel string) *dirIndex {
 	d, mine := l.claim(rel)
 	if mine {
 		l.fill(d, rel, l.mayBlock)
 		close(d.ready)
-		l.ahead.stat(l, rel, d, true)
 	} else {
 		<-d.ready
 	}
 	return d
 }
+
+// listed is dir for a listing the kernel asked for (readdir), which then
+// wants the stat of every entry: it is started in the background, first
+// in line.
+func (l *layerIndex) listed(rel string) *dirIndex {
+	d := l.dir(rel)
+	d.listed.Store(true)
+	l.ahead.stat(l, rel, d, true)
+	return d
+}
+
+// subdir is dir for the directory rel, a subdirectory just looked up in
+// parent. When parent was listed for the kernel, a walk is under way and
+// is likely to list rel next: the stat of its entries starts now, first
+// in line, as its listing would start it.
+func (l *layerIndex) subdir(parent *dirIndex, rel string) *dirIndex {
+	d := l.dir(rel)
+	if parent.listed.Load() {
+		l.ahead.stat(l, rel, d, true)
+	}
+	return d
+}
+
+// lookedUp is dir for a lookup of a name in the directory rel. The
+// lookupsBeforeStat-th lookup in a directory starts the stat of its
+// entries in the background, as a listing does: a walk or a build looks
+// up many names of a directory, each wanting its stat. The first few do
+// not: the names looked up in /bin when a container's command starts
+// (busybox's: the applet, then the binary its symlink names) are no
+// reason to lstat the hundreds of names beside them, on a CPU the start
+// needs.
+func (l *layerIndex) lookedUp(rel string) *dirIndex {
+	d := l.dir(rel)
+	if d.lookups.Add(1) == lookupsBeforeStat {
+		l.ahead.stat(l, rel, d, true)
+	}
+	return d
+}
+
+// lookupsBeforeStat is how many lookups in a directory start the stat of
+// its entries (lookedUp).
+const lookupsBeforeStat = 4
 
 // claim returns rel's listing, and whether the caller made it and must
 // fill it and close its ready channel.

@@ -188,7 +188,7 @@ func (u *union) resolveLowers(ls []src, name, redirect string, e *entry) {
 		}
 		dir, base := path.Split(p)
 		dir = strings.TrimSuffix(dir, "/")
-		di := l.dir(dir)
+		di := l.lookedUp(dir)
 		if di.missing {
 			continue
 		}
@@ -222,7 +222,7 @@ func (u *union) resolveLowers(ls []src, name, redirect string, e *entry) {
 			e.lowerSt, _ = l.stat(dir, base, le)
 		}
 		e.dirLowers = append(e.dirLowers, src{layer: j, path: p})
-		sub := l.dir(p)
+		sub := l.subdir(di, p)
 		if sub.opaque {
 			return
 		}

@@ -92,7 +92,7 @@ func (u *union) merged(d dirState, opaque bool, head []fuse.DirEntry, from *[]lo
 	if !opaque {
 		lowers = make([]*dirIndex, len(d.lowers))
 		for i, s := range d.lowers {
-			lowers[i] = u.lowers[s.layer].dir(s.path)
+			lowers[i] = u.lowers[s.layer].listed(s.path)
 			n += len(lowers[i].names)
 		}
 	}
