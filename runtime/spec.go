@@ -207,7 +207,12 @@ func withDefaultEnv(env []string, hostname string, tty bool) []string {
 }
 
 func capSet(o Options) (*specs.LinuxCapabilities, error) {
-	all := initproc.AllCapNames()
+	// What this process may pass on is read from /proc only when asked
+	// for (a name to check, --privileged): not for docker's default set.
+	var all []string
+	if o.Privileged || len(o.CapAdd) > 0 || len(o.CapDrop) > 0 {
+		all = initproc.AllCapNames()
+	}
 	norm := func(c string) (string, error) {
 		c = strings.ToUpper(c)
 		if c == "ALL" {
@@ -259,8 +264,12 @@ func capSet(o Options) (*specs.LinuxCapabilities, error) {
 		}
 		set[n] = true
 	}
+	src := all
+	if src == nil {
+		src = DefaultCaps // all that set can hold
+	}
 	var list []string
-	for _, c := range all {
+	for _, c := range src {
 		if set[c] {
 			list = append(list, c)
 		}
