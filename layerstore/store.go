@@ -118,9 +118,9 @@ func Open(root string) (*Store, error) {
 		}
 	}
 	// A crash during the very first Open can leave a meta.db without
-	// buckets, so check for them rather than for the file.
-	_, statErr := os.Stat(s.dbPath())
-	if statErr != nil || errors.Is(s.view(func(*bolt.Tx) error { return nil }), errNoBuckets) {
+	// buckets: view makes them when it finds none, so that an Open of a
+	// store that has its meta.db (every command) costs no transaction.
+	if _, err := os.Stat(s.dbPath()); err != nil {
 		if err := s.update(func(tx *bolt.Tx) error { return nil }); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", abs, err)
 		}
@@ -174,8 +174,22 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	return err
 }
 
-// view runs fn in a read transaction under a shared lock.
+// view runs fn in a read transaction under a shared lock. A meta.db
+// without its buckets (a crash during the store's very first Open) gets
+// them first.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	err := s.viewOnce(fn)
+	if errors.Is(err, errNoBuckets) {
+		if err := s.update(func(*bolt.Tx) error { return nil }); err != nil {
+			return err
+		}
+		err = s.viewOnce(fn)
+	}
+	return err
+}
+
+// viewOnce is view without the repair.
+func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
 	db, err := bolt.Open(s.dbPath(), 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("read store metadata: %w", err)
