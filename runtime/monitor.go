@@ -356,6 +356,19 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		cl.conn.Close()
 	}
 	m.hub.mu.Unlock()
+	// The union's server ends after the union is unmounted: the exit
+	// status above did not wait for it, the removal of the container's
+	// files below does.
+	if sm, ok := mnt.(interface{ Settled() error }); ok {
+		if err := sm.Settled(); err != nil && after == nil {
+			_ = m.updateState(func(st *State) {
+				if st.Error != "" {
+					st.Error += "\n"
+				}
+				st.Error += err.Error()
+			})
+		}
+	}
 	if after != nil {
 		after()
 	}

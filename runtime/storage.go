@@ -85,43 +85,68 @@ type serverMount struct {
 	target string
 	conn   chan uint64 // the FUSE connection's number, once read
 	once   sync.Once
-	err    error
+	err    error // Unmount's
+	// settled has the server's end once Unmount has unmounted (Settled).
+	settled chan error
 }
 
 func (m *serverMount) Target() string { return m.target }
 
+// Unmount unmounts the union and returns once it is gone from the mount
+// table. The server's end, which follows (its readers see the connection
+// close), is waited for in the background, so that a container's exit is
+// not held up by it: see Settled.
 func (m *serverMount) Unmount() error {
 	m.once.Do(func() {
-		conn := <-m.conn
-		done := make(chan error, 1)
-		go func() {
-			if err := m.srv.Unmount(); err != nil {
-				// Busy: detach, so that nothing is left mounted.
-				if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil {
-					done <- fmt.Errorf("unmount %s: %w", m.target, err)
-					return
-				}
-			}
-			m.srv.Wait()
-			done <- nil
-		}()
-		select {
-		case m.err = <-done:
-		case <-time.After(abortAfter):
-			// The mount is gone, but a process outside the container
-			// still holds one of its files (a debugger, lsof, anything
-			// that opened /proc/PID/root/...): the kernel keeps the
-			// connection, and so this server, alive for it. The
-			// container has stopped: end the connection, or the
-			// monitor waits for ever.
-			if err := driver.AbortFUSE(conn); err != nil {
+		m.settled = make(chan error, 1)
+		if err := unix.Unmount(m.target, 0); err != nil {
+			// Busy: detach, so that nothing is left mounted.
+			if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil {
 				m.err = fmt.Errorf("unmount %s: %w", m.target, err)
+				m.settled <- nil
 				return
 			}
-			m.err = <-done
 		}
+		go func() { m.settled <- m.serverEnd() }()
 	})
 	return m.err
+}
+
+// Settled waits, after Unmount, for the union's server to end, and
+// returns what ending it took that failed.
+func (m *serverMount) Settled() error {
+	if err := m.Unmount(); err != nil {
+		return nil // nothing to wait for: the mount is still there
+	}
+	err := <-m.settled
+	m.settled <- err // for a second caller
+	return err
+}
+
+// serverEnd waits for the server of an unmounted union to see its
+// connection end.
+func (m *serverMount) serverEnd() error {
+	conn := <-m.conn
+	done := make(chan struct{})
+	go func() {
+		m.srv.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(abortAfter):
+		// The mount is gone, but a process outside the container still
+		// holds one of its files (a debugger, lsof, anything that opened
+		// /proc/PID/root/...): the kernel keeps the connection, and so
+		// this server, alive for it. The container has stopped: end the
+		// connection, or the server waits for ever.
+		if err := driver.AbortFUSE(conn); err != nil {
+			return fmt.Errorf("unmount %s: %w", m.target, err)
+		}
+		<-done
+		return nil
+	}
 }
 
 // abortAfter is how long an unmounted union's server may take to see
