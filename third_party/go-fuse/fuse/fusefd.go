@@ -55,12 +55,6 @@ type fuseFD struct {
 // Ownership of fd passes to the returned fuseFD's *os.File. All shared
 // state (pools, buffer pool, accounting constants) is wired up here.
 func (ms *Server) newFuseFD(fd int) (*fuseFD, error) {
-	// Non-blocking, so that os.NewFile puts the fd in the runtime's
-	// poller: a reader waiting for a request then parks instead of
-	// holding a thread and a P in read(2) (see readRequest).
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		return nil, err
-	}
 	file := os.NewFile(uintptr(fd), "/dev/fuse")
 	conn, err := file.SyscallConn()
 	if err != nil {
@@ -129,9 +123,8 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	var n int
 	err := handleEINTR(func() error {
 		var err error
-		if cerr := r.conn.Read(func(fd uintptr) bool {
-			n, err = syscall.Read(int(fd), dest)
-			return err != syscall.EAGAIN
+		if cerr := r.withFD(func(fd int) {
+			n, err = syscall.Read(fd, dest)
 		}); cerr != nil {
 			return cerr
 		}
