@@ -265,10 +265,14 @@ func (p *InitProcess) Start() error {
 			return err
 		}
 	}
-	if err := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "start"}); err != nil {
-		return err
-	}
+	// A C init that loaded its privileges after "ready" (initproc's
+	// flagEarlyPrivileges) may have failed and gone already: the send
+	// fails, and its error message is still there to read.
+	serr := initproc.SendSync(p.sock, initproc.SyncMsg{Type: "start"})
 	m, _, err := initproc.RecvSync(p.sock)
+	if err != nil && serr != nil {
+		return serr
+	}
 	if errors.Is(err, io.EOF) {
 		return nil
 	}

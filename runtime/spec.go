@@ -176,6 +176,7 @@ func NewSpec(id, rootfs string, o Options) (*specs.Spec, error) {
 		if s.Linux.Seccomp, err = seccompprofile.GetDefaultProfile(s); err != nil {
 			return nil, fmt.Errorf("seccomp default profile: %w", err)
 		}
+		s.Annotations[initproc.SeccompDefaultAnnotation] = "true"
 	default:
 		if s.Linux.Seccomp, err = seccompprofile.LoadProfile(o.Seccomp, s); err != nil {
 			return nil, fmt.Errorf("seccomp profile: %w", err)

@@ -64,7 +64,7 @@ enum {
 enum {
 	F_NEWNS = 1 << 0, F_NEWCGROUP = 1 << 1, F_NETNS = 1 << 2, F_UTSNS = 1 << 3,
 	F_TERMINAL = 1 << 4, F_ROOT_RO = 1 << 5, F_NNP = 1 << 6, F_CGROUP2 = 1 << 7,
-	F_USERDB = 1 << 8,
+	F_USERDB = 1 << 8, F_EARLY_PRIVILEGES = 1 << 9,
 };
 
 enum { M_FS = 0, M_BIND = 1, M_CGROUP = 2 };
@@ -1203,9 +1203,20 @@ static void close_exec_from(int lowest) {
 	closedir(d);
 }
 
+// early_privileges loads the seccomp filter and drops the bounding set
+// before the start message, when the monitor says the profile allows what
+// init does after (F_EARLY_PRIVILEGES: docker's default profile, without
+// no_new_privs): this work then overlaps the monitor's handling of
+// "ready" instead of following the start. exec_process does the rest in
+// the same order as without it.
+static void early_privileges(const struct boot *b) {
+	load_seccomp(b);
+	drop_bounding(b);
+}
+
 // exec_process drops to the user and privileges and execs the command,
-// in runc's order (see execProcess).
-__attribute__((noreturn)) static void exec_process(const struct boot *b, const struct user *u, const char *path) {
+// in runc's order (see execProcess); early says early_privileges ran.
+__attribute__((noreturn)) static void exec_process(const struct boot *b, const struct user *u, const char *path, int early) {
 	struct strs env = {0};
 	strs_add(&env, NULL); // an empty, NULL-terminated list
 	env.n = 0;
@@ -1234,10 +1245,11 @@ __attribute__((noreturn)) static void exec_process(const struct boot *b, const s
 	if (b->flags & F_NNP) {
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			fail(EXIT_SETUP, "no_new_privs: %s", errstr(errno));
-	} else {
+	} else if (!early) {
 		load_seccomp(b);
 	}
-	drop_bounding(b);
+	if (!early)
+		drop_bounding(b);
 	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
 		fail(EXIT_SETUP, "keepcaps: %s", errstr(errno));
 	set_user(u);
@@ -1303,6 +1315,9 @@ int main(int argc, char **argv) {
 	char *path = look_path(b.args.v[0], &b.env);
 
 	send_json("ready", NULL, 0, -1);
+	int early = (b.flags & F_EARLY_PRIVILEGES) && !(b.flags & F_NNP);
+	if (early)
+		early_privileges(&b);
 	char start[256];
 	ssize_t n;
 	while ((n = recv(SYNC_FD, start, sizeof(start) - 1, 0)) < 0 && errno == EINTR)
@@ -1313,5 +1328,5 @@ int main(int argc, char **argv) {
 	start[n] = 0;
 	if (!strstr(start, "\"start\""))
 		_exit(EXIT_SETUP);
-	exec_process(&b, &u, path);
+	exec_process(&b, &u, path, early);
 }

@@ -55,6 +55,7 @@ const (
 	flagNoNewPrivs
 	flagCgroup2
 	flagUserDB
+	flagEarlyPrivileges
 )
 
 // Mount kinds (init.c's M_*).
@@ -132,6 +133,15 @@ func EncodeFlat(spec *specs.Spec, filter []byte, db *UserDB) ([]byte, error) {
 	}
 	if db != nil {
 		flags |= flagUserDB
+	}
+	// With docker's default profile init may load the filter before the
+	// start message, which it then receives under it (recvfrom is
+	// allowed), and drop the bounding set: that work then overlaps the
+	// monitor's handling of "ready". A profile from a file might refuse
+	// what init does meanwhile, and with no_new_privs the filter loads
+	// last, as runc loads it; both keep the order of the Go init.
+	if len(filter) > 0 && !p.NoNewPrivileges && spec.Annotations[SeccompDefaultAnnotation] == "true" {
+		flags |= flagEarlyPrivileges
 	}
 	w := &flatWriter{b: append([]byte(flatMagic), u32s(FlatProtocol)...)}
 	cgroups := false

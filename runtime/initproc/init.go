@@ -30,6 +30,13 @@ import (
 // place (the spec itself only has numbers).
 const UserAnnotation = "org.lamina.user"
 
+// SeccompDefaultAnnotation marks a spec whose seccomp profile is docker's
+// default, which allows every system call an init makes from loading the
+// filter to the command's execve (receiving the start message among them):
+// the C init then loads it, and drops the bounding set, while the monitor
+// handles its "ready" (see EncodeFlat).
+const SeccompDefaultAnnotation = "org.lamina.seccomp-default"
+
 // DefaultPath is docker's PATH when the image sets none.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
