@@ -2,27 +2,100 @@ package layerstore
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
-	"sync"
 )
 
 // Docker's reference grammar (distribution/reference), reduced to what a
 // local store needs: [domain[:port]/]path[:tag]. Names are kept in their
 // familiar form ("busybox", not "docker.io/library/busybox").
 //
-// The name pattern is compiled on first use: every lamina process links
-// this package, and most (a container's monitor and init) never parse a
-// reference; compiling it at package initialisation cost each of them
-// about a millisecond of start-up.
-var nameRE = sync.OnceValue(func() *regexp.Regexp {
-	const (
-		nameComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-		domainPart    = `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])`
-		domain        = domainPart + `(?:\.` + domainPart + `)*(?::[0-9]+)?`
-	)
-	return regexp.MustCompile(`^(?:` + domain + `/)?` + nameComponent + `(?:/` + nameComponent + `)*$`)
-})
+// validName matches the grammar by hand: the regular expression it was
+// (nameRE in the tests, which hold the two to the same answers) took
+// 0.3-0.5 ms to compile on the path of every lamina run, which parses the
+// image's reference.
+//
+// The grammar: [domain "/"] component ("/" component)*, where a domain is
+// domainPart ("." domainPart)* [":" digits], a domainPart letters, digits
+// and inner dashes, and a component [a-z0-9]+ joined by ".", "_", "__" or
+// runs of "-". The first segment is a domain only if the rest is not
+// empty; a name matches if it splits either way.
+func validName(name string) bool {
+	segs := strings.Split(name, "/")
+	allComponents := func(ss []string) bool {
+		for _, s := range ss {
+			if !validComponent(s) {
+				return false
+			}
+		}
+		return true
+	}
+	if allComponents(segs) {
+		return true
+	}
+	return len(segs) >= 2 && validDomain(segs[0]) && allComponents(segs[1:])
+}
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+func isAlnum(c byte) bool { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
+
+// validComponent: [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
+func validComponent(s string) bool {
+	i := 0
+	for {
+		start := i
+		for i < len(s) && isLowerAlnum(s[i]) {
+			i++
+		}
+		if i == start {
+			return false // an empty run: at the start, or after a separator
+		}
+		if i == len(s) {
+			return true
+		}
+		switch {
+		case s[i] == '.':
+			i++
+		case s[i] == '_':
+			i++
+			if i < len(s) && s[i] == '_' {
+				i++
+			}
+		case s[i] == '-':
+			for i < len(s) && s[i] == '-' {
+				i++
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// validDomain: part ("." part)* (":" [0-9]+)?, part = alnum | alnum [alnum-]* alnum
+func validDomain(s string) bool {
+	host, port, hasPort := strings.Cut(s, ":")
+	if hasPort {
+		if port == "" {
+			return false
+		}
+		for i := 0; i < len(port); i++ {
+			if port[i] < '0' || port[i] > '9' {
+				return false
+			}
+		}
+	}
+	for _, part := range strings.Split(host, ".") {
+		if part == "" || !isAlnum(part[0]) || !isAlnum(part[len(part)-1]) {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			if !isAlnum(part[i]) && part[i] != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // validTag reports whether s matches docker's tag grammar,
 // [\w][\w.-]{0,127}.
@@ -78,8 +151,8 @@ func ParseReference(s string) (Reference, error) {
 	if len(s) > 255 {
 		return Reference{}, fmt.Errorf("invalid reference format: repository name must not be more than 255 characters")
 	}
-	if !nameRE().MatchString(name) {
-		if strings.ToLower(name) != name && nameRE().MatchString(strings.ToLower(name)) {
+	if !validName(name) {
+		if strings.ToLower(name) != name && validName(strings.ToLower(name)) {
 			return Reference{}, fmt.Errorf("invalid reference format: repository name (%s) must be lowercase", name)
 		}
 		return Reference{}, fmt.Errorf("invalid reference format: %q", s)
