@@ -274,17 +274,31 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		return abort(err)
 	}
 	defer cg.Destroy()
-	ln, err := m.listen()
-	if err != nil {
-		return abort(err)
+	// The attach socket (an inode made on the store's filesystem) is
+	// made while init builds the root filesystem.
+	type listened struct {
+		ln  *net.UnixListener
+		err error
 	}
-	defer ln.Close()
-	defer os.Remove(c.File("attach.sock"))
+	lc := make(chan listened, 1)
+	go func() {
+		ln, err := m.listen()
+		lc <- listened{ln, err}
+	}()
 	err = ip.bootstrap(spec, in.filter, in.userDB, cg)
+	l := <-lc
+	if l.ln != nil {
+		defer l.ln.Close()
+	}
+	defer os.Remove(c.File("attach.sock"))
 	if err != nil {
 		m.recordNotStarted(err)
 		return err
 	}
+	if l.err != nil {
+		return abort(l.err)
+	}
+	ln := l.ln
 	m.init = ip
 	if ip.Pty != nil {
 		m.pty = ip.Pty
