@@ -4,6 +4,8 @@
 
 package fuse
 
+import "github.com/hanwen/go-fuse/v2/splice"
+
 const useSingleReader = false
 
 func (r *fuseFD) write(req *request) Status {
@@ -24,7 +26,7 @@ func (r *fuseFD) write(req *request) Status {
 			return r.writeWithSlice(req, ws)
 		}
 
-		if r.server.canSplice && !r.server.opts.DisableSplice {
+		if r.server.canSplice && splice.Resizable() {
 			err := r.trySplice(req, req.readResult)
 			if err == nil {
 				return OK

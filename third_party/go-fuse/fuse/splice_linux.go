@@ -13,8 +13,11 @@ import (
 	"github.com/hanwen/go-fuse/v2/splice"
 )
 
+// setSplice says, at INIT, whether replies may be spliced. Whether the
+// pipes can be resized (splice.Resizable, a probe of /proc and a pipe) is
+// asked at the first reply that would splice (lamina: not at every mount).
 func (s *Server) setSplice() {
-	s.canSplice = splice.Resizable() && !s.opts.DisableSplice
+	s.canSplice = !s.opts.DisableSplice
 }
 
 // trySplice: Zero-copy read from fdData.Fd into /dev/fuse
