@@ -24,6 +24,7 @@
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1288,6 +1289,105 @@ static int read_last_cap(void) {
 	return (int)v;
 }
 
+// ---- looking up ahead ----
+
+struct ahead_path {
+	pthread_t t;
+	int root; // the root filesystem, O_PATH
+	char *path;
+	int started;
+};
+
+// ahead_open resolves a path inside the root, as everything init resolves
+// there (a symlink in the image cannot send it to the host's files).
+static void *ahead_open(void *arg) {
+	struct ahead_path *a = arg;
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	int fd = (int)syscall(SYS_openat2, a->root, a->path, &how, sizeof(how));
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static void ahead_add(struct ahead_path *a, size_t *n, size_t max, int root, const char *p1, const char *p2) {
+	if (*n >= max)
+		return;
+	size_t len = strlen(p1) + (p2 ? strlen(p2) : 0) + 2;
+	char *path = malloc(len);
+	if (!path)
+		return;
+	snprintf(path, len, "%s%s%s", p1, p2 ? "/" : "", p2 ? p2 : "");
+	a[*n].root = root;
+	a[(*n)++].path = path;
+}
+
+// look_ahead looks up, in parallel, the paths of the root filesystem that
+// the setup and the command's lookup will resolve one after the other:
+// the mount points (those not below another mount) and the candidates
+// for the command. On laminafs each first lookup is a FUSE round trip;
+// sent together they queue at the server, which answers them back to
+// back instead of waking once per lookup. The lookups are made in this
+// mount namespace, before init leaves it (the dentries are the
+// filesystem's, shared), inside the root as every other path init
+// resolves there, and change nothing: what they find is resolved again
+// when it is used.
+static void look_ahead(const struct boot *b) {
+	enum { MAX = 24 };
+	struct ahead_path a[MAX];
+	memset(a, 0, sizeof(a));
+	size_t n = 0;
+	int root = open(b->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return; // setup reports it
+	for (size_t i = 0; i < b->nmounts; i++) {
+		const char *d = b->mounts[i].dest;
+		int covered = 0;
+		for (size_t j = 0; j < b->nmounts && !covered; j++) {
+			const char *o = b->mounts[j].dest;
+			size_t ol = strlen(o);
+			covered = j != i && ol < strlen(d) && !strncmp(d, o, ol) && (d[ol] == '/' || (ol > 0 && o[ol - 1] == '/'));
+		}
+		if (!covered)
+			ahead_add(a, &n, MAX, root, d, NULL);
+	}
+	if (b->args.n) {
+		const char *argv0 = b->args.v[0];
+		if (strchr(argv0, '/')) {
+			ahead_add(a, &n, MAX, root, argv0, NULL);
+		} else {
+			const char *path_env = DEFAULT_PATH;
+			for (size_t i = 0; i < b->env.n; i++)
+				if (!strncmp(b->env.v[i], "PATH=", 5))
+					path_env = b->env.v[i] + 5;
+			char *list = strdup(path_env);
+			for (char *dir = list, *next; dir && *dir; dir = next) {
+				next = strchr(dir, ':');
+				if (next)
+					*next++ = 0;
+				if (*dir == '/')
+					ahead_add(a, &n, MAX, root, dir, argv0);
+			}
+			free(list);
+		}
+	}
+	if (!(b->flags & F_USERDB)) {
+		ahead_add(a, &n, MAX, root, "/etc/passwd", NULL);
+		ahead_add(a, &n, MAX, root, "/etc/group", NULL);
+	}
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	for (size_t i = 0; i < n; i++)
+		a[i].started = pthread_create(&a[i].t, &attr, ahead_open, &a[i]) == 0;
+	for (size_t i = 0; i < n; i++) {
+		if (a[i].started)
+			pthread_join(a[i].t, NULL);
+		free(a[i].path);
+	}
+	pthread_attr_destroy(&attr);
+	close(root);
+}
+
 int main(int argc, char **argv) {
 	(void)argc;
 	(void)argv;
@@ -1298,6 +1398,7 @@ int main(int argc, char **argv) {
 	unsigned char *buf = recv_bootstrap(&len);
 	struct boot b = {0};
 	parse(&b, buf, len);
+	look_ahead(&b);
 	setup_container(&b);
 
 	struct user u;
