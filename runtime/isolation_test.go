@@ -138,9 +138,7 @@ func TestInitRunsFromSealedExe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	p, err := StartInit(spec, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil)
+	p, err := startQuiet(t, spec, goInit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,9 +331,7 @@ func rootfsEscapes(t *testing.T, in testInit) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	if p, err := startInit(spec, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil, in.open); err == nil {
+	if p, err := startQuiet(t, spec, in); err == nil {
 		p.Kill()
 		p.Wait()
 		t.Fatal("a container started with /proc a symlink")

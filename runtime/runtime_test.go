@@ -180,6 +180,18 @@ func tryRunSpec(t *testing.T, in testInit, rootfs string, o Options, tweak ...fu
 	return result{code: code, stdout: so.String(), stderr: se.String(), oom: cg.OOMKilled()}, nil
 }
 
+// startQuiet starts an init for spec, from in, with /dev/null as its
+// stdio and no cgroups.
+func startQuiet(t *testing.T, spec *specs.Spec, in testInit) (*InitProcess, error) {
+	t.Helper()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	return startInit(spec, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil, in.open)
+}
+
 func sh(script string) Options { return Options{Args: []string{"/bin/sh", "-c", script}} }
 
 func TestRunTrue(t *testing.T) {

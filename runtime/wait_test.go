@@ -22,9 +22,7 @@ func TestWaitsInPoller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	p, err := StartInit(spec, Stdio{Stdin: devnull, Stdout: devnull, Stderr: devnull}, nil)
+	p, err := startQuiet(t, spec, goInit)
 	if err != nil {
 		t.Fatal(err)
 	}
