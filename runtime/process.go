@@ -294,7 +294,9 @@ func (p *InitProcess) Kill() { _ = p.cmd.Process.Kill() }
 // Wait waits for init to exit and returns docker's exit code for it:
 // its status, or 128+signal.
 func (p *InitProcess) Wait() (int, error) {
-	waitExited(p.cmd.Process.Pid)
+	if p.cmd.ProcessState == nil { // not reaped yet: its pid is still its own
+		waitExited(p.cmd.Process.Pid)
+	}
 	err := p.cmd.Wait()
 	p.sock.Close()
 	if p.stdio != nil { // adopted, never bootstrapped
