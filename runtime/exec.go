@@ -107,7 +107,13 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 		} else {
 			initproc.CloseFiles(fs)
 		}
-		m, _, rerr = initproc.RecvSync(parent)
+		// OnPty has given the pty its size: the command may start (it
+		// would otherwise race the size, and see 0x0).
+		if err := initproc.SendSync(parent, initproc.SyncMsg{Type: "pty-ready"}); err != nil {
+			rerr = err
+		} else {
+			m, _, rerr = initproc.RecvSync(parent)
+		}
 	}
 	if o.Detach && errors.Is(rerr, io.EOF) {
 		// The command runs; it is reparented when this process exits.

@@ -32,6 +32,11 @@ func ExecInit() error {
 		if err := setupConsole(sock, false); err != nil {
 			return fail(125, err)
 		}
+		// The CLI sizes the pty from the master it was sent; the command
+		// starts once it has (see runtime.Exec).
+		if m, _, err := RecvSync(sock); err != nil || m.Type != "pty-ready" {
+			return fail(125, fmt.Errorf("exec helper: no pty-ready: %v", err))
+		}
 	}
 	u, path, err := prepareProcess(req.Process, req.User, nil)
 	if err != nil {

@@ -21,6 +21,14 @@ import (
 //	init → monitor   ready       (root filesystem built, command found)
 //	monitor → init   start
 //	init → monitor   error       (any failure; the socket closes on exec)
+//
+// (The C init gets the flat bootstrap of flat.go instead.) lamina exec's
+// CLI and helper:
+//
+//	CLI → helper     exec        (the process and its confinement)
+//	helper → CLI     pty         (with the master fd, when Terminal)
+//	CLI → helper     pty-ready   (the pty has the CLI's size)
+//	helper → CLI     error       (any failure; the socket closes on exec)
 
 type SyncMsg struct {
 	Type string `json:"type"`
