@@ -31,6 +31,10 @@ const (
 
 type attachHello struct {
 	Stdin, Stdout, Stderr bool
+	// Size is the client's terminal (rows, cols), when it has one: the
+	// monitor gives it to the pty before it starts the command, which
+	// would otherwise race the first resize frame.
+	Size *[2]uint16 `json:",omitempty"`
 }
 
 // ExitStatus is how a container ended, as the monitor tells attached
@@ -112,7 +116,13 @@ func (s *Store) Attach(c *Container, o AttachOptions) (*Attachment, error) {
 // newAttachment says hello on conn and serves o's streams over it.
 func newAttachment(conn *net.UnixConn, o AttachOptions) (*Attachment, error) {
 	a := &Attachment{conn: conn, done: make(chan struct{})}
-	hello, _ := json.Marshal(attachHello{Stdin: o.Stdin != nil, Stdout: o.Stdout != nil, Stderr: o.Stderr != nil})
+	h := attachHello{Stdin: o.Stdin != nil, Stdout: o.Stdout != nil, Stderr: o.Stderr != nil}
+	select {
+	case sz := <-o.Resize: // the size the terminal has now, queued by the caller
+		h.Size = &sz
+	default:
+	}
+	hello, _ := json.Marshal(h)
 	if err := a.send(frameHello, hello); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("attach: %w", err)

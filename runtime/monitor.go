@@ -711,6 +711,9 @@ func (m *monitor) serve(conn *net.UnixConn) {
 	if err := json.Unmarshal(p, &cl.hello); err != nil {
 		return
 	}
+	if sz := cl.hello.Size; sz != nil && m.pty != nil {
+		_ = unix.IoctlSetWinsize(int(m.pty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz[0], Col: sz[1]})
+	}
 	m.hub.add(cl)
 	defer m.hub.remove(cl)
 	m.once.Do(func() { close(m.attached) })
