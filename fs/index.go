@@ -136,6 +136,34 @@ func (l *layerIndex) lookedUp(rel string) *dirIndex {
 // its entries (lookedUp).
 const lookupsBeforeStat = 4
 
+// warm reads, in every lower layer, the listings of the directories along
+// paths (the root and each path's parents, from the top down): what the
+// lookups of those paths will ask the layer indexes for. A listing someone
+// else is reading is not waited for.
+func (u *union) warm(paths []string) {
+	seen := map[string]bool{"": true}
+	dirs := []string{""}
+	for _, p := range paths {
+		p = strings.Trim(path.Clean("/"+p), "/")
+		var up []string
+		for d := path.Dir(p); d != "." && d != "" && !seen[d]; d = path.Dir(d) {
+			seen[d] = true
+			up = append(up, d)
+		}
+		for i := len(up) - 1; i >= 0; i-- {
+			dirs = append(dirs, up[i])
+		}
+	}
+	for _, l := range u.lowers {
+		for _, d := range dirs {
+			if dd, mine := l.claim(d); mine {
+				l.fill(dd, d, nil)
+				close(dd.ready)
+			}
+		}
+	}
+}
+
 // claim returns rel's listing, and whether the caller made it and must
 // fill it and close its ready channel.
 func (l *layerIndex) claim(rel string) (*dirIndex, bool) {

@@ -87,3 +87,45 @@ func TestStatAheadOnListingOrSeveralLookups(t *testing.T) {
 		t.Fatalf("a subdirectory of a directory nobody listed: %d entries stat'ed; want none", n)
 	}
 }
+
+// TestWarm checks that MountOptions.Warm reads, in every lower layer, the
+// listings of the directories along the paths, top down, and nothing
+// below them.
+func TestWarm(t *testing.T) {
+	var lowers []string
+	for i := 0; i < 2; i++ {
+		l := t.TempDir()
+		for _, d := range []string{"usr/bin", "etc", "opt/x"} {
+			if err := os.MkdirAll(filepath.Join(l, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lowers = append(lowers, l)
+	}
+	u, err := newUnion(Config{Lower: lowers}, MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.warm([]string{"/usr/bin/true", "/etc/hosts", "bin/sh", "/etc/hostname"})
+	want := []string{"", "usr", "usr/bin", "etc", "bin"}
+	for j, l := range u.lowers {
+		l.mu.Lock()
+		got := len(l.dirs)
+		l.mu.Unlock()
+		if got != len(want) {
+			t.Errorf("layer %d: %d listings read, want %d (%q)", j, got, len(want), want)
+		}
+		for _, d := range want {
+			l.mu.Lock()
+			di := l.dirs[d]
+			l.mu.Unlock()
+			if di == nil {
+				t.Fatalf("layer %d: %q not read", j, d)
+			}
+			<-di.ready
+			if wantMissing := d == "bin"; di.missing != wantMissing {
+				t.Errorf("layer %d: %q missing %v, want %v", j, d, di.missing, wantMissing)
+			}
+		}
+	}
+}

@@ -34,6 +34,12 @@ type MountOptions struct {
 	Debug bool
 	// FsName is shown as the mount's source in /proc/mounts.
 	FsName string
+	// Warm lists paths (slash-separated, from the union's root) that a
+	// client is about to look up: the lower listings of the directories
+	// along them are read on a goroutine from the start, so that the
+	// first lookups find them ready (a container's start: its mount
+	// points and its command).
+	Warm []string
 }
 
 // Mount serves the union cfg at target until it is unmounted. The server
@@ -42,6 +48,9 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 	u, err := newUnion(cfg, opts)
 	if err != nil {
 		return nil, err
+	}
+	if len(opts.Warm) > 0 {
+		go u.warm(opts.Warm)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(target, &st); err != nil {

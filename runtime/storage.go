@@ -4,13 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/lamina-project/lamina/driver"
 	"github.com/lamina-project/lamina/fs"
+	"github.com/lamina-project/lamina/runtime/initproc"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,9 +70,15 @@ func (laminafs) Available() error {
 	return nil
 }
 
-func (laminafs) Mount(l driver.Layers, target string) (driver.Mount, error) {
+func (d laminafs) Mount(l driver.Layers, target string) (driver.Mount, error) {
+	return d.mountWarm(l, target, nil)
+}
+
+// mountWarm is Mount with the lower listings along the paths warm read
+// ahead by the server (fs.MountOptions.Warm).
+func (laminafs) mountWarm(l driver.Layers, target string, warm []string) (driver.Mount, error) {
 	srv, err := fs.Mount(target, fs.Config{Lower: l.Lower, Upper: l.Upper, Work: l.Work},
-		fs.MountOptions{AllowOther: os.Geteuid() == 0, FsName: "laminafs"})
+		fs.MountOptions{AllowOther: os.Geteuid() == 0, FsName: "laminafs", Warm: warm})
 	if err != nil {
 		return nil, fmt.Errorf("laminafs: %w", err)
 	}
@@ -219,7 +229,12 @@ func mountRootfs(s *Store, c *Container) (driver.Mount, error) {
 	if err := unmountAll(target); err != nil {
 		return nil, err
 	}
-	m, err := d.Mount(c.Layers, target)
+	var m driver.Mount
+	if lf, ok := d.(laminafs); ok {
+		m, err = lf.mountWarm(c.Layers, target, startPaths(c.Spec))
+	} else {
+		m, err = d.Mount(c.Layers, target)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mount container filesystem: %w", err)
 	}
@@ -241,4 +256,36 @@ func unmountAll(target string) error {
 		}
 	}
 	return fmt.Errorf("unmount %s: still mounted", target)
+}
+
+// startPaths are the paths a start looks up in the root filesystem first:
+// the spec's mount points and the command's candidates along its PATH (as
+// init looks them up, see look_ahead in cmd/lamina-init/init.c).
+func startPaths(spec *specs.Spec) []string {
+	var paths []string
+	for _, m := range spec.Mounts {
+		paths = append(paths, m.Destination)
+	}
+	for _, f := range hostFiles {
+		paths = append(paths, f.dest)
+	}
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return paths
+	}
+	argv0 := spec.Process.Args[0]
+	if strings.Contains(argv0, "/") {
+		return append(paths, argv0)
+	}
+	pathEnv := initproc.DefaultPath
+	for _, e := range spec.Process.Env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if strings.HasPrefix(dir, "/") {
+			paths = append(paths, path.Join(dir, argv0))
+		}
+	}
+	return paths
 }

@@ -44,3 +44,38 @@ func TestUnmountThenSettled(t *testing.T) {
 		t.Fatalf("second settled: %v", err)
 	}
 }
+
+// TestStartPaths: what a laminafs mount reads ahead for a start are the
+// paths init looks up first, its mount points and the command's
+// candidates along PATH.
+func TestStartPaths(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		o    Options
+		want []string // among the paths
+		not  []string
+	}{
+		{"absolute", Options{Args: []string{"/bin/true"}}, []string{"/proc", "/dev", "/etc/hosts", "/etc/resolv.conf", "/bin/true"}, []string{"/usr/bin/true"}},
+		{"along PATH", Options{Args: []string{"true"}, Env: []string{"PATH=/bin:relative:/usr/bin"}}, []string{"/bin/true", "/usr/bin/true"}, []string{"relative/true", "/usr/local/bin/true"}},
+		{"default PATH", Options{Args: []string{"sh"}}, []string{"/usr/local/sbin/sh", "/bin/sh"}, nil},
+	} {
+		spec, err := NewSpec("0123456789abcdef", "/r", tt.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, p := range startPaths(spec) {
+			got[p] = true
+		}
+		for _, w := range tt.want {
+			if !got[w] {
+				t.Errorf("%s: %q not among %v", tt.name, w, startPaths(spec))
+			}
+		}
+		for _, n := range tt.not {
+			if got[n] {
+				t.Errorf("%s: %q among %v", tt.name, n, startPaths(spec))
+			}
+		}
+	}
+}
