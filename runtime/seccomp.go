@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	goruntime "runtime"
 
 	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -28,13 +29,29 @@ func compileSeccomp(sc *specs.LinuxSeccomp) ([]byte, error) {
 		return nil, fmt.Errorf("seccomp: new filter: %w", err)
 	}
 	defer f.Release()
+	withoutX32 := false
 	for _, a := range sc.Architectures {
+		if a == specs.ArchX32 && !kernelHasX32() {
+			// A kernel without the x32 ABI refuses its system calls
+			// itself (ENOSYS). Docker's profile lists it, which costs
+			// 297 of the program's 1,009 instructions: a third of the
+			// load of the filter on every start, to allow calls that
+			// cannot be made. Without it in the program, such a call
+			// meets the bad-arch action, set to the kernel's ENOSYS.
+			withoutX32 = true
+			continue
+		}
 		arch, err := libseccomp.GetArchFromString(archName(a))
 		if err != nil {
 			continue // an architecture this libseccomp does not know
 		}
 		if err := f.AddArch(arch); err != nil {
 			return nil, fmt.Errorf("seccomp: add arch %s: %w", a, err)
+		}
+	}
+	if withoutX32 {
+		if err := f.SetBadArchAction(libseccomp.ActErrno.SetReturnCode(int16(unix.ENOSYS))); err != nil {
+			return nil, fmt.Errorf("seccomp: bad-arch action: %w", err)
 		}
 	}
 	for _, rule := range sc.Syscalls {
@@ -169,4 +186,18 @@ func seccompOp(op specs.LinuxSeccompOperator) (libseccomp.ScmpCompareOp, error) 
 		return libseccomp.CompareMaskedEqual, nil
 	}
 	return libseccomp.CompareInvalid, fmt.Errorf("seccomp: unsupported operator %q", op)
+}
+
+// x32SyscallBit marks a system call of the x32 ABI on x86-64.
+const x32SyscallBit = 0x40000000
+
+// kernelHasX32 reports whether this kernel runs x32 system calls: one
+// without the ABI (CONFIG_X86_X32_ABI unset, the usual case) answers
+// ENOSYS to x32's getpid.
+func kernelHasX32() bool {
+	if goruntime.GOARCH != "amd64" {
+		return false
+	}
+	_, _, e := unix.RawSyscall(x32SyscallBit|unix.SYS_GETPID, 0, 0, 0)
+	return e != unix.ENOSYS
 }

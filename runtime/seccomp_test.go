@@ -2,9 +2,15 @@ package runtime
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"testing"
+
+	"github.com/lamina-project/lamina/internal/testutil"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // TestSeccompFilterCache checks that a cached program is the compiled one,
@@ -79,5 +85,64 @@ func TestSeccompFilterCache(t *testing.T) {
 	}
 	if none, err := seccompFilter(dir, nil); none != nil || err != nil {
 		t.Fatalf("no profile: got %d bytes, %v", len(none), err)
+	}
+}
+
+// x32Src makes an x32 system call (x32's getpid) and prints its errno.
+const x32Src = `package main
+
+import (
+	"fmt"
+	"syscall"
+)
+
+func main() {
+	_, _, e := syscall.RawSyscall(0x40000000|syscall.SYS_GETPID, 0, 0, 0)
+	fmt.Println(int(e))
+}
+`
+
+// TestX32WithoutTheABI: on a kernel without the x32 ABI, the default
+// profile's program leaves x32 out (a third of its instructions) and an
+// x32 system call in the container still gets the kernel's ENOSYS, as
+// with docker's full program.
+func TestX32WithoutTheABI(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if goruntime.GOARCH != "amd64" {
+		t.Skip("x32 is an x86-64 ABI")
+	}
+	spec, err := NewSpec("0123456789abcdef", "/r", Options{Args: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := compileSeccomp(spec.Linux.Seccomp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noX32 := *spec.Linux.Seccomp
+	noX32.Architectures = []specs.Arch{specs.ArchX86_64, specs.ArchX86}
+	want, err := compileSeccomp(&noX32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bad-arch action differs by a couple of instructions; the x32
+	// section is about 300.
+	if !kernelHasX32() && len(prog) > len(want)+8*8 {
+		t.Errorf("the default program has %d instructions; without x32 it is %d", len(prog)/8, len(want)/8)
+	}
+	bin := testutil.StaticBinary(t, "x32probe", x32Src)
+	for _, in := range bothInits(t) {
+		for _, o := range []Options{{}, {Seccomp: "unconfined"}} {
+			o.Args = []string{"/x32probe"}
+			o.Binds = []string{bin + ":/x32probe:ro"}
+			r := runSpecWith(t, in, sharedRootfs(t), o)
+			if wantOut := fmt.Sprintln(int(unix.ENOSYS)); kernelHasX32() {
+				if r.code != 0 || r.stdout == wantOut {
+					t.Fatalf("%s init, seccomp %q: %+v", in.name, o.Seccomp, r)
+				}
+			} else if r.code != 0 || r.stdout != wantOut {
+				t.Fatalf("%s init, seccomp %q: %+v, want ENOSYS (%d)", in.name, o.Seccomp, r, unix.ENOSYS)
+			}
+		}
 	}
 }
