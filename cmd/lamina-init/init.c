@@ -830,7 +830,9 @@ static void loopback_up(void) {
 	close(fd);
 }
 
-static void setup_container(const struct boot *b) {
+// enter_namespaces unshares the mount and cgroup namespaces: the monitor
+// has mounted the root filesystem and put init into its cgroups by now.
+static void enter_namespaces(const struct boot *b) {
 	int flags = 0;
 	if (b->flags & F_NEWNS)
 		flags |= CLONE_NEWNS;
@@ -838,6 +840,9 @@ static void setup_container(const struct boot *b) {
 		flags |= CLONE_NEWCGROUP;
 	if (flags && unshare(flags) < 0)
 		fail(EXIT_SETUP, "unshare mount and cgroup namespaces: %s", errstr(errno));
+}
+
+static void setup_container(const struct boot *b) {
 	if (b->flags & F_NETNS)
 		loopback_up();
 	prepare_rootfs(b);
@@ -1114,7 +1119,9 @@ static void mkdir_all(const char *path) {
 	free(buf);
 }
 
-static void load_seccomp(const struct boot *b) {
+// load_seccomp installs the filter on this thread, and with tsync on the
+// process's other threads too (as the Go init and libseccomp do).
+static void load_seccomp(const struct boot *b, int tsync) {
 	if (!b->filterlen)
 		return;
 	if (b->filterlen % 8 || b->filterlen / 8 > BPF_MAXINSNS)
@@ -1124,7 +1131,7 @@ static void load_seccomp(const struct boot *b) {
 		fail(EXIT_SETUP, "init: out of memory");
 	memcpy(insns, b->filter, b->filterlen);
 	struct sock_fprog prog = {.len = (unsigned short)(b->filterlen / 8), .filter = insns};
-	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, tsync ? SECCOMP_FILTER_FLAG_TSYNC : 0, &prog);
 	if (r < 0)
 		fail(EXIT_SETUP, "seccomp: load filter: %s", errstr(errno));
 	if (r > 0)
@@ -1204,19 +1211,10 @@ static void close_exec_from(int lowest) {
 	closedir(d);
 }
 
-// early_privileges loads the seccomp filter and drops the bounding set
-// before the start message, when the monitor says the profile allows what
-// init does after (F_EARLY_PRIVILEGES: docker's default profile, without
-// no_new_privs): this work then overlaps the monitor's handling of
-// "ready" instead of following the start. exec_process does the rest in
-// the same order as without it.
-static void early_privileges(const struct boot *b) {
-	load_seccomp(b);
-	drop_bounding(b);
-}
 
 // exec_process drops to the user and privileges and execs the command,
-// in runc's order (see execProcess); early says early_privileges ran.
+// in runc's order (see execProcess); early says the seccomp filter is
+// loaded and the bounding set dropped already (see the executor).
 __attribute__((noreturn)) static void exec_process(const struct boot *b, const struct user *u, const char *path, int early) {
 	struct strs env = {0};
 	strs_add(&env, NULL); // an empty, NULL-terminated list
@@ -1247,7 +1245,7 @@ __attribute__((noreturn)) static void exec_process(const struct boot *b, const s
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			fail(EXIT_SETUP, "no_new_privs: %s", errstr(errno));
 	} else if (!early) {
-		load_seccomp(b);
+		load_seccomp(b, 1);
 	}
 	if (!early)
 		drop_bounding(b);
@@ -1261,7 +1259,7 @@ __attribute__((noreturn)) static void exec_process(const struct boot *b, const s
 	// to refuse what closing takes must still let the command start.
 	close_exec_from(3);
 	if (b->flags & F_NNP)
-		load_seccomp(b);
+		load_seccomp(b, 1);
 	// What is ignored where lamina was started stays ignored across
 	// execve; the command gets the default disposition and no mask.
 	signal(SIGHUP, SIG_DFL);
@@ -1272,6 +1270,76 @@ __attribute__((noreturn)) static void exec_process(const struct boot *b, const s
 	execve(path, (char *const *)b->args.v, (char *const *)env.v);
 	int e = errno;
 	fail(e == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE, "exec: %s: %s", quote(b->args.v[0]), errstr(e));
+}
+
+// ---- the executor ----
+
+// With docker's default profile (F_EARLY_PRIVILEGES, without
+// no_new_privs) the command is exec'd by a second thread, the executor,
+// made once init has its namespaces. It loads the seccomp filter and
+// drops the bounding set on itself while init's main thread builds the
+// root filesystem: the filter's load (its JIT, 1-4 ms here) leaves the
+// path of the start. The filter, the bounding set and the credentials are
+// each thread's own, so the thread that has them is the one that execs,
+// and becomes the process (execve ends the other threads; the process
+// keeps its pid, 1). Everything else init sets up (mounts, root, cwd,
+// stdio, session, hostname, rlimits, signal handlers) is the process's,
+// which the executor shares. Once the main thread has the start message
+// it hands over the user and the path and waits for the end. The docker
+// profile allows every system call the executor makes after the load
+// (futex, recvfrom is not among them: the main thread receives).
+struct executor {
+	pthread_t t;
+	const struct boot *b;
+	int pdeathsig;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	const struct user *u; // set with path by hand_over
+	const char *path;
+};
+
+static struct executor executor;
+
+static void *executor_run(void *arg) {
+	struct executor *x = arg;
+	// A new thread has no parent-death signal; this one becomes the
+	// process, which had the monitor's.
+	if (x->pdeathsig && prctl(PR_SET_PDEATHSIG, x->pdeathsig, 0, 0, 0) < 0)
+		fail(EXIT_SETUP, "parent death signal: %s", errstr(errno));
+	load_seccomp(x->b, 0); // not on the main thread, which still mounts
+	drop_bounding(x->b);
+	pthread_mutex_lock(&x->mu);
+	while (!x->path)
+		pthread_cond_wait(&x->cv, &x->mu);
+	pthread_mutex_unlock(&x->mu);
+	exec_process(x->b, x->u, x->path, 1);
+}
+
+static void start_executor(const struct boot *b) {
+	executor.b = b;
+	if (prctl(PR_GET_PDEATHSIG, &executor.pdeathsig, 0, 0, 0) < 0)
+		executor.pdeathsig = 0;
+	pthread_mutex_init(&executor.mu, NULL);
+	pthread_cond_init(&executor.cv, NULL);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 << 10);
+	int err = pthread_create(&executor.t, &attr, executor_run, &executor);
+	pthread_attr_destroy(&attr);
+	if (err)
+		fail(EXIT_SETUP, "init: start the executor: %s", errstr(err));
+}
+
+// hand_over gives the executor the command, and waits for the execve (or
+// a failure, which ends the process) to end this thread.
+__attribute__((noreturn)) static void hand_over(const struct user *u, const char *path) {
+	pthread_mutex_lock(&executor.mu);
+	executor.u = u;
+	executor.path = path;
+	pthread_cond_signal(&executor.cv);
+	pthread_mutex_unlock(&executor.mu);
+	for (;;)
+		pause();
 }
 
 static int read_last_cap(void) {
@@ -1399,6 +1467,10 @@ int main(int argc, char **argv) {
 	struct boot b = {0};
 	parse(&b, buf, len);
 	look_ahead(&b);
+	enter_namespaces(&b);
+	int early = (b.flags & F_EARLY_PRIVILEGES) && !(b.flags & F_NNP);
+	if (early)
+		start_executor(&b);
 	setup_container(&b);
 
 	struct user u;
@@ -1416,9 +1488,6 @@ int main(int argc, char **argv) {
 	char *path = look_path(b.args.v[0], &b.env);
 
 	send_json("ready", NULL, 0, -1);
-	int early = (b.flags & F_EARLY_PRIVILEGES) && !(b.flags & F_NNP);
-	if (early)
-		early_privileges(&b);
 	char start[256];
 	ssize_t n;
 	while ((n = recv(SYNC_FD, start, sizeof(start) - 1, 0)) < 0 && errno == EINTR)
@@ -1429,5 +1498,7 @@ int main(int argc, char **argv) {
 	start[n] = 0;
 	if (!strstr(start, "\"start\""))
 		_exit(EXIT_SETUP);
-	exec_process(&b, &u, path, early);
+	if (early)
+		hand_over(&u, path);
+	exec_process(&b, &u, path, 0);
 }
