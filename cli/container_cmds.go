@@ -526,6 +526,7 @@ func newStartCmd(app *App) *cobra.Command {
 				if st, _ := s.State(c); st != nil && st.Running {
 					return nil
 				}
+				waitMonitorGone(s, c)
 				p, err := s.Prepare(true)
 				if err != nil {
 					return err
@@ -536,6 +537,7 @@ func newStartCmd(app *App) *cobra.Command {
 				if st, _ := s.State(c); st != nil && st.Running {
 					return nil
 				}
+				waitMonitorGone(s, c)
 				return s.Start(c)
 			})
 		},
@@ -543,6 +545,14 @@ func newStartCmd(app *App) *cobra.Command {
 	c.Flags().BoolVarP(&attach, "attach", "a", false, "Attach STDOUT/STDERR and forward signals")
 	c.Flags().BoolVarP(&interactive, "interactive", "i", false, "Attach container's STDIN")
 	return c
+}
+
+// waitMonitorGone waits, for a few seconds at most, for the monitor of a
+// container that is not running to end: one that has just reported the
+// end of the last run may still be letting go of the container (its
+// union, its lock), and a new monitor would find it "already running".
+func waitMonitorGone(s *runtime.Store, c *runtime.Container) {
+	s.WaitStopped(c, 10*time.Second)
 }
 
 // getContainer finds ref, with docker's message when there is none.
