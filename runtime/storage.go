@@ -276,13 +276,7 @@ func startPaths(spec *specs.Spec) []string {
 	if strings.Contains(argv0, "/") {
 		return append(paths, argv0)
 	}
-	pathEnv := initproc.DefaultPath
-	for _, e := range spec.Process.Env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			pathEnv = v
-		}
-	}
-	for _, dir := range filepath.SplitList(pathEnv) {
+	for _, dir := range filepath.SplitList(initproc.SearchPath(spec.Process.Env)) {
 		if strings.HasPrefix(dir, "/") {
 			paths = append(paths, path.Join(dir, argv0))
 		}

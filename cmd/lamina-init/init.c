@@ -1044,6 +1044,16 @@ static void resolve_user(const char *spec, struct rows *passwd, struct rows *gro
 
 // ---- the command (runtime/initproc/init.go) ----
 
+// search_path is the PATH the command is looked up along: the last PATH=
+// of env, else docker's default (SearchPath).
+static const char *search_path(const struct strs *env) {
+	const char *p = DEFAULT_PATH;
+	for (size_t i = 0; i < env->n; i++)
+		if (!strncmp(env->v[i], "PATH=", 5))
+			p = env->v[i] + 5;
+	return p;
+}
+
 // look_path finds argv0 in the container's PATH, as lookPath.
 static char *look_path(const char *argv0, const struct strs *env) {
 	if (strchr(argv0, '/')) {
@@ -1052,10 +1062,7 @@ static char *look_path(const char *argv0, const struct strs *env) {
 			fail(EXIT_NOT_FOUND, "exec: %s: stat %s: no such file or directory", quote(argv0), argv0);
 		return strdup(argv0);
 	}
-	const char *path_env = DEFAULT_PATH;
-	for (size_t i = 0; i < env->n; i++)
-		if (!strncmp(env->v[i], "PATH=", 5))
-			path_env = env->v[i] + 5;
+	const char *path_env = search_path(env);
 	char *denied = NULL;
 	if (*path_env) {
 		char *list = strdup(path_env);
@@ -1286,8 +1293,8 @@ __attribute__((noreturn)) static void exec_process(const struct boot *b, const s
 // stdio, session, hostname, rlimits, signal handlers) is the process's,
 // which the executor shares. Once the main thread has the start message
 // it hands over the user and the path and waits for the end. The docker
-// profile allows every system call the executor makes after the load
-// (futex, recvfrom is not among them: the main thread receives).
+// profile allows every system call the executor makes after the load:
+// its wait (futex) and exec_process's.
 struct executor {
 	pthread_t t;
 	const struct boot *b;
@@ -1423,11 +1430,7 @@ static void look_ahead(const struct boot *b) {
 		if (strchr(argv0, '/')) {
 			ahead_add(a, &n, MAX, root, argv0, NULL);
 		} else {
-			const char *path_env = DEFAULT_PATH;
-			for (size_t i = 0; i < b->env.n; i++)
-				if (!strncmp(b->env.v[i], "PATH=", 5))
-					path_env = b->env.v[i] + 5;
-			char *list = strdup(path_env);
+			char *list = strdup(search_path(&b->env));
 			for (char *dir = list, *next; dir && *dir; dir = next) {
 				next = strchr(dir, ':');
 				if (next)

@@ -134,12 +134,13 @@ func EncodeFlat(spec *specs.Spec, filter []byte, db *UserDB) ([]byte, error) {
 	if db != nil {
 		flags |= flagUserDB
 	}
-	// With docker's default profile init may load the filter before the
-	// start message, which it then receives under it (recvfrom is
-	// allowed), and drop the bounding set: that work then overlaps the
-	// monitor's handling of "ready". A profile from a file might refuse
-	// what init does meanwhile, and with no_new_privs the filter loads
-	// last, as runc loads it; both keep the order of the Go init.
+	// With docker's default profile the C init's executor thread loads
+	// the filter and drops its bounding set while the main thread builds
+	// the root filesystem, then waits for the command and execs it: the
+	// profile allows every system call it makes meanwhile (futex, and
+	// what exec_process does). A profile from a file might refuse them,
+	// and with no_new_privs the filter loads last, as runc loads it; both
+	// keep the order of the Go init.
 	if len(filter) > 0 && !p.NoNewPrivileges && spec.Annotations[SeccompDefaultAnnotation] == "true" {
 		flags |= flagEarlyPrivileges
 	}
@@ -270,11 +271,7 @@ func cgroupHierarchies() ([][2]string, error) {
 
 // SendFlat sends the flat bootstrap b with fds (stdio, or none).
 func SendFlat(f *os.File, b []byte, fds ...int) error {
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	if err := sendmsg(f, b, oob); err != nil {
+	if err := sendmsg(f, b, fds); err != nil {
 		return fmt.Errorf("sync send bootstrap: %w", err)
 	}
 	return nil

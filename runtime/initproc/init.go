@@ -32,13 +32,25 @@ const UserAnnotation = "org.lamina.user"
 
 // SeccompDefaultAnnotation marks a spec whose seccomp profile is docker's
 // default, which allows every system call an init makes from loading the
-// filter to the command's execve (receiving the start message among them):
-// the C init then loads it, and drops the bounding set, while the monitor
-// handles its "ready" (see EncodeFlat).
+// filter to the command's execve: the C init then loads it, and drops the
+// bounding set, on a thread of its own while it builds the root
+// filesystem (see EncodeFlat).
 const SeccompDefaultAnnotation = "org.lamina.seccomp-default"
 
 // DefaultPath is docker's PATH when the image sets none.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// SearchPath is the PATH a command is looked up along: the last PATH= of
+// env, else DefaultPath.
+func SearchPath(env []string) string {
+	p := DefaultPath
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			p = v
+		}
+	}
+	return p
+}
 
 // InitCommand is the hidden argument that makes the lamina binary run as a
 // container's init (`lamina __init`).
@@ -331,14 +343,8 @@ func lookPath(argv0 string, env []string) (string, error) {
 		}
 		return argv0, nil
 	}
-	pathEnv := DefaultPath
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			pathEnv = v
-		}
-	}
 	var denied string
-	for _, dir := range filepath.SplitList(pathEnv) {
+	for _, dir := range filepath.SplitList(SearchPath(env)) {
 		if dir == "" {
 			dir = "."
 		}

@@ -98,20 +98,20 @@ func SendSync(f *os.File, m SyncMsg, fds ...int) error {
 	if err != nil {
 		return err
 	}
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	if err := sendmsg(f, b, oob); err != nil {
+	if err := sendmsg(f, b, fds); err != nil {
 		return fmt.Errorf("sync send %s: %w", m.Type, err)
 	}
 	return nil
 }
 
-// sendmsg sends one packet on f, through the poller when f is in it. It
-// does not call f.Fd(), which would put the descriptor back in blocking
-// mode.
-func sendmsg(f *os.File, b, oob []byte) error {
+// sendmsg sends one packet on f with fds, through the poller when f is in
+// it. It does not call f.Fd(), which would put the descriptor back in
+// blocking mode.
+func sendmsg(f *os.File, b []byte, fds []int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
