@@ -23,9 +23,9 @@ import (
 // types getdents gives, and is all a lookup through the directory needs;
 // the second, once the directory is listed for the kernel (listed), a few
 // names in it are looked up (lookedUp) or it is looked up in a directory
-// that was listed (subdir), takes the lstat of every entry, which readdirplus and getattr want, in the
-// background (prefetcher): on a cold cache it is
-// most of the cost of a listing, and a walk (find, du, a stat of every
+// that was listed (subdir), takes the lstat of every entry, which
+// readdirplus and getattr want, in the background (prefetcher): on a cold
+// cache it is most of the cost of a listing, and a walk (find, du, a stat of every
 // file) would otherwise wait for all of a directory's subdirectories to
 // be stat'ed before it could look any of them up. Whoever wants an
 // entry's stat before the background gets to it takes it itself
@@ -156,10 +156,7 @@ func (u *union) warm(paths []string) {
 	}
 	for _, l := range u.lowers {
 		for _, d := range dirs {
-			if dd, mine := l.claim(d); mine {
-				l.fill(dd, d, nil)
-				close(dd.ready)
-			}
+			l.ahead.read(listTask{l: l, rel: d}) // read ahead, not asked for: no stats
 		}
 	}
 }
