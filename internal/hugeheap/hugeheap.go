@@ -1,6 +1,6 @@
 // Package hugeheap puts the Go heap of lamina's programs on transparent
-// huge pages: the heap each program starts with (at this package's
-// initialisation), and the heap a union's server grows into (Grower).
+// huge pages: the heap each program starts with (package early), and the
+// heap a union's server grows into (Grower).
 // In a program built with cgo it also keeps glibc's malloc to one arena
 // (arena_cgo.go). Both are there to save page faults.
 //
@@ -22,17 +22,18 @@
 // allocates next fills it, 2 MiB per fault. Nothing of it is resident
 // until touched, and nothing depends on it but speed: if a future runtime
 // placed spans elsewhere, the cost would be the collection and some
-// address space. (The start-up heap: see init.)
+// address space. (The start-up heap: see package early, which this
+// package imports, so that every program that links it has its start-up
+// heap on huge pages.)
 package hugeheap
 
 import (
 	"math"
-	"os"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/lamina-project/lamina/internal/hugeheap/early"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +47,7 @@ const (
 	// what a Region holds at 1 KiB per counted object, less a margin.
 	every = 48 << 10
 	// hugePage is the x86-64 THP size; the marked range is aligned to it.
-	hugePage = 2 << 20
+	hugePage = early.HugePage
 )
 
 // Grower extends the huge-page part of the heap as a count of the
@@ -91,55 +92,9 @@ func (g *Grower) Step(n int64) {
 	}
 }
 
-// enabled is whether this process uses huge pages for its heap: decided
-// once, at initialisation (the mode file is read once per process, not
-// again on each union's mount), and never changed.
-var enabled = os.Getenv(offEnv) != "off" && wanted(readMode(), os.Getenv("GODEBUG"))
-
-// offEnv, set to "off", keeps a process's heap on small pages: for A/B
-// measurements, or where memory counts more than speed (a huge page is
-// resident as a whole).
-const offEnv = "LAMINA_HUGEHEAP"
-
-// readMode reads the THP mode line, "" if there is none. It runs at the
-// start of every lamina process, including `lamina exec`'s helper, which
-// is in the container's mount namespace by then (runtime/nsenter), where
-// the file may be anything a privileged container put there: so no
-// blocking open, a regular file only, and a bounded read.
-func readMode() string { return readModeAt("/sys/kernel/mm/transparent_hugepage/enabled") }
-
-func readModeAt(path string) string {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return ""
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return ""
-	}
-	var b [128]byte
-	n, err := unix.Read(fd, b[:])
-	if err != nil || n <= 0 {
-		return ""
-	}
-	return string(b[:n])
-}
-
-// wanted reports whether asking for huge pages helps: the THP mode (the
-// sysfs line, "always [madvise] never") is madvise, and godebug does not
-// say disablethp=1.
-func wanted(mode, godebug string) bool {
-	if !strings.Contains(mode, "[madvise]") {
-		return false
-	}
-	for _, kv := range strings.Split(godebug, ",") {
-		if strings.TrimSpace(kv) == "disablethp=1" {
-			return false
-		}
-	}
-	return true
-}
+// enabled is whether this process uses huge pages for its heap (see
+// package early, which decides it once, at its initialisation).
+var enabled = early.Enabled()
 
 // extend makes the runtime map a Region of fresh heap marked for huge
 // pages, and collects it so that it is free for what comes next (see the
@@ -167,45 +122,4 @@ func alignedRange(base uintptr, n int) (lo, hi int) {
 		return 0, 0
 	}
 	return int(start - base), int(end - base)
-}
-
-// init puts the heap a program starts with on huge pages, so that a
-// lamina process's start (the CLI, a container's monitor, a Go init)
-// does not take a page fault for each 4 KiB its start-up touches: about
-// 300 faults, 4 ms, for `lamina --version`. The runtime maps its first
-// heap as one 4 MiB chunk (its page allocator's unit), 4 MiB aligned,
-// starts allocating at its bottom (or, with Go 1.26's randomised heap
-// base, at a random page in it: the Makefile builds lamina without
-// it, see there) and goes up. The huge page around
-// what it has allocated so far is made with MADV_COLLAPSE (about 0.7 ms here), which copies what is
-// resident there already; the one above it in the chunk is usually not
-// touched yet, and MADV_COLLAPSE refuses a range with no page table
-// (EINVAL), so it is marked MADV_HUGEPAGE instead: its first touch then
-// faults in the whole 2 MiB at once. (Collapsing only, a `lamina run`
-// took some 350 faults in that upper half, about 4.7 ms.) It runs at the
-// initialisation of this package, which every lamina program links, so
-// the initialisation of most others is covered too; like Grower, only in
-// THP mode madvise.
-func init() {
-	if !enabled {
-		return
-	}
-	startHuge(uintptr(unsafe.Pointer(new([64]byte))))
-}
-
-// startChunk is the runtime's unit of heap mapping (pallocChunkBytes).
-const startChunk = 4 << 20
-
-// startHuge backs the heap around address a, and above it to the end of
-// its chunk, with huge pages (see init): each huge page is collapsed if
-// it has pages already, else marked for huge pages on first touch.
-// Failure (a kernel without MADV_COLLAPSE, no free huge page, a runtime
-// that maps its heap otherwise) leaves things as they were.
-func startHuge(a uintptr) {
-	end := a&^(startChunk-1) + startChunk
-	for p := a &^ (hugePage - 1); p < end; p += hugePage {
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, p, hugePage, unix.MADV_COLLAPSE); e == unix.EINVAL {
-			_, _, _ = unix.Syscall(unix.SYS_MADVISE, p, hugePage, unix.MADV_HUGEPAGE)
-		}
-	}
 }

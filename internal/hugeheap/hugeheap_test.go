@@ -5,72 +5,15 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/lamina-project/lamina/internal/hugeheap/early"
 )
-
-func TestWanted(t *testing.T) {
-	for _, c := range []struct {
-		mode, godebug string
-		want          bool
-	}{
-		{"always [madvise] never\n", "", true},
-		{"always [madvise] never\n", "madvdontneed=1", true},
-		{"always [madvise] never\n", "madvdontneed=1,disablethp=1", false},
-		{"always [madvise] never\n", "disablethp=0", true},
-		{"[always] madvise never\n", "", false},
-		{"always madvise [never]\n", "", false},
-		{"", "", false}, // no THP in this kernel
-	} {
-		if got := wanted(c.mode, c.godebug); got != c.want {
-			t.Errorf("wanted(%q, %q) = %v, want %v", c.mode, c.godebug, got, c.want)
-		}
-	}
-}
-
-// TestReadModeAt checks that what a container may have put at the mode
-// file's path (lamina exec's helper reads it in the container's mount
-// namespace) can neither block nor flood the read.
-func TestReadModeAt(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "enabled")
-	if err := os.WriteFile(file, []byte("always [madvise] never\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "link")
-	if err := os.Symlink(file, link); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ path, want string }{
-		{file, "always [madvise] never\n"},
-		{fifo, ""},        // no writer: would block without O_NONBLOCK
-		{"/dev/zero", ""}, // endless
-		{link, ""},        // the last component a symlink
-		{dir, ""},         // a directory
-		{filepath.Join(dir, "missing"), ""},
-	} {
-		done := make(chan string, 1)
-		go func() { done <- readModeAt(c.path) }()
-		select {
-		case got := <-done:
-			if got != c.want {
-				t.Errorf("readModeAt(%s) = %q, want %q", c.path, got, c.want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("readModeAt(%s) blocked", c.path)
-		}
-	}
-}
 
 func TestAlignedRange(t *testing.T) {
 	const M = 1 << 20
@@ -150,22 +93,22 @@ func TestExtendGivesHugePages(t *testing.T) {
 	}
 }
 
-// TestStartHuge checks the mechanism of init on this kernel: in a fresh
-// process whose init did nothing (LAMINA_HUGEHEAP=off), after startHuge
+// TestStartHuge checks the mechanism of package early on this kernel: in a fresh
+// process whose early init did nothing (LAMINA_HUGEHEAP=off), after StartHuge
 // the whole of the heap's first chunk from the fresh object up is on huge
 // pages once the program has allocated into it: the huge page the object
 // is in (collapsed) and those above it, untouched at the time (marked).
-// Without startHuge, none of it is.
+// Without StartHuge, none of it is.
 func TestStartHuge(t *testing.T) {
 	if childAction(t) {
 		return
 	}
 	got, want := runChild(t, "TestStartHuge", "start")
 	if want < hugePage || got < want {
-		t.Errorf("with startHuge, the heap's first chunk has %d KiB on huge pages, want %d KiB", got>>10, want>>10)
+		t.Errorf("with StartHuge, the heap's first chunk has %d KiB on huge pages, want %d KiB", got>>10, want>>10)
 	}
 	if got, _ := runChild(t, "TestStartHuge", "none"); got != 0 {
-		t.Errorf("without startHuge, the heap's first chunk has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
+		t.Errorf("without StartHuge, the heap's first chunk has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
 	}
 }
 
@@ -185,7 +128,7 @@ func childAction(t *testing.T) bool {
 	a := uintptr(unsafe.Pointer(p))
 	switch action {
 	case "start":
-		startHuge(a)
+		early.StartHuge(a)
 	case "extend":
 		extend()
 	}
@@ -194,7 +137,7 @@ func childAction(t *testing.T) bool {
 		// A program's start allocates up through its first chunk: 3 MiB
 		// of 64 KiB objects fill what is left of it above a.
 		lo := a &^ (hugePage - 1)
-		hi := a&^(startChunk-1) + startChunk
+		hi := a&^(early.StartChunk-1) + early.StartChunk
 		for range 48 {
 			b := make([]byte, 64<<10)
 			b[0], b[len(b)-1] = 1, 1
@@ -220,11 +163,11 @@ func childAction(t *testing.T) bool {
 // its init leaves the heap alone) doing action, and returns the two
 // numbers it printed.
 func runChild(t *testing.T, test, action string) (anonHuge, want int64) {
-	if !wanted(readMode(), os.Getenv("GODEBUG")) {
-		t.Skipf("THP mode is %q, not madvise: nothing to do", strings.TrimSpace(readMode()))
+	if !early.Possible() {
+		t.Skip("THP mode is not madvise, or GODEBUG has disablethp=1: nothing to do")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"="+action, offEnv+"=off")
+	cmd.Env = append(os.Environ(), childEnv+"="+action, early.OffEnv+"=off")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child %s: %v\n%s", action, err, out)
