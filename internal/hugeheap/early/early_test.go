@@ -71,7 +71,6 @@ func TestReadModeAt(t *testing.T) {
 	}
 }
 
-
 // TestTrimSpaceAndContains holds the hand-written helpers to the strings
 // package's functions they stand for.
 func TestTrimSpaceAndContains(t *testing.T) {
