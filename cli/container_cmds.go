@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/go-units"
@@ -163,19 +164,25 @@ func (f *runFlags) register(c *cobra.Command, run bool) {
 
 // createContainer makes container id (runtime.NewID) from image and the
 // flags: resolves the image, builds the spec, records the container and
-// takes a reference on the image.
-func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) (*runtime.Container, *runtime.Store, error) {
+// takes a reference on the image. The reference is still being recorded
+// when it returns: the caller must have hold's result before the
+// container's command runs, and remove the container if it failed.
+func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) (c *runtime.Container, s *runtime.Store, hold *imageHold, err error) {
 	ls, err := openStore(app)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	defer ls.Close()
+	defer func() {
+		if hold == nil { // else the hold closes ls once recorded
+			ls.Close()
+		}
+	}()
 	img, err := ls.ResolveImage(image)
 	if err != nil {
 		if errors.Is(err, layerstore.ErrNotFound) {
-			return nil, nil, fmt.Errorf("Unable to find image '%s' locally: %w", image, err)
+			return nil, nil, nil, fmt.Errorf("Unable to find image '%s' locally: %w", image, err)
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ic := img.Config.Config
 	entrypoint, cmd := ic.Entrypoint, ic.Cmd
@@ -190,13 +197,13 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	}
 	args := append(append([]string(nil), entrypoint...), cmd...)
 	if len(args) == 0 {
-		return nil, nil, errors.New("no command specified")
+		return nil, nil, nil, errors.New("no command specified")
 	}
 	env := append([]string(nil), ic.Env...)
 	for _, file := range f.envFile {
 		kvs, err := readEnvFile(file)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		env = mergeKV(env, kvs)
 	}
@@ -229,27 +236,27 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 		case k == "seccomp" && v != "":
 			b, err := os.ReadFile(v)
 			if err != nil {
-				return nil, nil, fmt.Errorf("opening seccomp profile (%s) failed: %w", v, err)
+				return nil, nil, nil, fmt.Errorf("opening seccomp profile (%s) failed: %w", v, err)
 			}
 			opts.Seccomp = string(b)
 		default:
-			return nil, nil, fmt.Errorf("invalid --security-opt: %q", so)
+			return nil, nil, nil, fmt.Errorf("invalid --security-opt: %q", so)
 		}
 	}
 	if f.memory != "" {
 		n, err := units.RAMInBytes(f.memory)
 		if err != nil {
-			return nil, nil, fmt.Errorf("invalid argument %q for \"-m, --memory\" flag: %w", f.memory, err)
+			return nil, nil, nil, fmt.Errorf("invalid argument %q for \"-m, --memory\" flag: %w", f.memory, err)
 		}
 		if n < 6<<20 {
-			return nil, nil, errors.New("Minimum memory limit allowed is 6MB")
+			return nil, nil, nil, errors.New("Minimum memory limit allowed is 6MB")
 		}
 		opts.Memory = n
 	}
 	for _, u := range f.ulimits {
 		rl, err := runtime.ParseUlimit(u)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		opts.Ulimits = append(opts.Ulimits, rl)
 	}
@@ -258,16 +265,16 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 		drv = runtime.DefaultDriver()
 	}
 	if err := runtime.CheckDriver(drv); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	s, err := runtime.OpenStore(app.Root)
+	s, err = runtime.OpenStore(app.Root)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	lower := img.LowerDirs(ls)
 	initLayer, err := s.InitLayer(img.ID.String(), lower)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if initLayer != "" {
 		lower = append([]string{initLayer}, lower...)
@@ -275,14 +282,14 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	dir := filepath.Join(app.Root, "containers", id)
 	spec, err := runtime.NewSpec(id, filepath.Join(dir, "merged"), opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	labels := map[string]string{}
 	for _, l := range f.labels {
 		k, v, _ := strings.Cut(l, "=")
 		labels[k] = v
 	}
-	c := &runtime.Container{
+	c = &runtime.Container{
 		ID: id, Name: f.name, Created: time.Now().UTC(),
 		Path: args[0], Args: args[1:],
 		Image: img.ID.String(), ImageName: image, ImageSize: img.Size,
@@ -323,19 +330,49 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 		return err
 	}
 	if err != nil {
-		return nil, nil, undo(err)
+		return nil, nil, nil, undo(err)
 	}
 	for _, d := range []string{"upper", "work", "merged"} {
 		if err := os.Mkdir(c.File(d), 0o755); err != nil {
 			_ = s.Delete(c)
-			return nil, nil, undo(fmt.Errorf("create container: %w", err))
+			return nil, nil, nil, undo(fmt.Errorf("create container: %w", err))
 		}
 	}
-	if err := <-ref; err != nil {
+	return c, s, &imageHold{ref: ref, close: ls.Close}, nil
+}
+
+// imageHold is a new container's reference on its image, which
+// createContainer leaves being recorded: the transaction waits for two
+// fdatasyncs of the store's metadata, 1-2 ms that a run spends mounting
+// the container's root filesystem and starting its init instead
+// (runtime.Pending.Gate holds the command's start until the hold is
+// recorded). A reference that failed (an rmi of the image committed
+// first) fails the create: the caller removes the container.
+type imageHold struct {
+	ref   chan error
+	close func() error // the layer store's, once the hold is recorded
+	once  sync.Once
+	err   error
+}
+
+// result waits for the hold to be recorded and returns what became of it,
+// the same every time; safe for concurrent use.
+func (h *imageHold) result() error {
+	h.once.Do(func() {
+		h.err = <-h.ref
+		_ = h.close()
+	})
+	return h.err
+}
+
+// failed reports whether the hold failed and if so removes c, which the
+// caller's monitor, if any, has let go of.
+func (h *imageHold) failed(s *runtime.Store, c *runtime.Container) error {
+	err := h.result()
+	if err != nil {
 		_ = s.Delete(c)
-		return nil, nil, err
 	}
-	return c, s, nil
+	return err
 }
 
 // expandEnv turns -e KEY (no value) into KEY=<host value>, as docker does;
@@ -415,8 +452,11 @@ func newCreateCmd(app *App) *cobra.Command {
 		Short: "Create a new container",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := createContainer(app, f, runtime.NewID(), args[0], args[1:])
+			c, s, hold, err := createContainer(app, f, runtime.NewID(), args[0], args[1:])
 			if err != nil {
+				return err
+			}
+			if err := hold.failed(s, c); err != nil {
 				return err
 			}
 			fmt.Fprintln(app.Stdout, c.ID)
@@ -448,19 +488,28 @@ func newRunCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, _, err := createContainer(app, f, id, args[0], args[1:])
+			c, _, hold, err := createContainer(app, f, id, args[0], args[1:])
 			if err != nil {
 				p.Abort()
 				return err
 			}
+			// A monitor run here starts the container's command once its
+			// hold on the image is recorded; a monitor process cannot
+			// wait for it, so the CLI does before starting it.
+			if !p.Gate(hold.result) {
+				if err := hold.failed(s, c); err != nil {
+					p.Abort()
+					return err
+				}
+			}
 			if f.detach {
 				if _, err := app.start(p, c, runtime.AttachOptions{}); err != nil {
-					return startError(app, s, c, err)
+					return startError(app, s, c, hold, err)
 				}
 				fmt.Fprintln(app.Stdout, c.ID)
 				return nil
 			}
-			return startAttached(app, s, c, f.interactive, p)
+			return startAttached(app, s, c, hold, f.interactive, p)
 		},
 	}
 	f.register(c, true)
@@ -468,8 +517,15 @@ func newRunCmd(app *App) *cobra.Command {
 }
 
 // startError turns a failed start into docker's exit code, removing an
-// --rm container that never ran.
-func startError(app *App, s *runtime.Store, c *runtime.Container, err error) error {
+// --rm container that never ran, and a container whose hold on its image
+// failed (hold, nil for a container created before), which then fails
+// with the hold's error.
+func startError(app *App, s *runtime.Store, c *runtime.Container, hold *imageHold, err error) error {
+	if hold != nil {
+		if err := hold.failed(s, c); err != nil {
+			return err
+		}
+	}
 	if c.HostConfig.AutoRemove {
 		_ = removeContainer(app, s, c)
 	}
@@ -482,7 +538,7 @@ func startError(app *App, s *runtime.Store, c *runtime.Container, err error) err
 
 // startAttached starts c on p, a monitor prepared for an attached start,
 // with the CLI attached to its stdio, and returns its exit status.
-func startAttached(app *App, s *runtime.Store, c *runtime.Container, stdin bool, p *runtime.Pending) error {
+func startAttached(app *App, s *runtime.Store, c *runtime.Container, hold *imageHold, stdin bool, p *runtime.Pending) error {
 	var startErr error
 	st, err := attachStreams(app, c, stdin, func(o runtime.AttachOptions) (*runtime.Attachment, error) {
 		a, err := app.start(p, c, o)
@@ -490,7 +546,7 @@ func startAttached(app *App, s *runtime.Store, c *runtime.Container, stdin bool,
 		return a, err
 	})
 	if startErr != nil {
-		return startError(app, s, c, startErr)
+		return startError(app, s, c, hold, startErr)
 	}
 	if err != nil {
 		return err
@@ -531,7 +587,7 @@ func newStartCmd(app *App) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return startAttached(app, s, c, interactive, p)
+				return startAttached(app, s, c, nil, interactive, p)
 			}
 			return forEach(app, s, args, func(c *runtime.Container) error {
 				if st, _ := s.State(c); st != nil && st.Running {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/lamina-project/lamina/fs"
 	"github.com/lamina-project/lamina/runtime"
 	"github.com/lamina-project/lamina/runtime/detach"
 	"golang.org/x/sys/unix"
@@ -20,9 +21,18 @@ import (
 // CLI dies of go to the stub. It returns when the monitors it runs have
 // ended.
 func MainDetached(stub *detach.Stub, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// This process serves the container's union as its monitor: the
+	// processor to spare that asks for is set before the run's
+	// goroutines start, so that the spawn of the container's init
+	// (below) does not queue behind the CLI's start on a 2-CPU machine.
+	fs.SetServerProcs()
+	ahead := runtime.SpawnAhead()
 	h := newHost(stub)
+	h.ahead = ahead
 	go warmRecordEncoder()
 	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, newRunRoot, args)
+	// Not taken by a monitor: the run failed before it had one.
+	ahead.Discard()
 	h.finish(code)
 	return 0
 }
@@ -58,6 +68,9 @@ type host struct {
 	// ignored are the signals the process started with ignored: a CLI
 	// that does not handle one goes on ignoring it.
 	ignored map[syscall.Signal]bool
+	// ahead is the container init spawned at the process's start, for
+	// the first monitor run here.
+	ahead *runtime.Ahead
 }
 
 func newHost(stub *detach.Stub) *host {
@@ -190,7 +203,7 @@ func (a *App) prepare(s *runtime.Store, attach bool, id string) (*runtime.Pendin
 	if a.host == nil {
 		return s.Prepare(attach)
 	}
-	p, err := s.PrepareHere(attach, id, autoRemove(a.Stderr))
+	p, err := s.PrepareHere(attach, id, autoRemove(a.Stderr), a.host.ahead)
 	if err == nil {
 		a.host.mu.Lock()
 		a.host.monitors = append(a.host.monitors, p)

@@ -47,7 +47,14 @@ type monitor struct {
 	ahead *InitProcess
 	// early is the cgroup made for the container's ID, known ahead, with
 	// ahead in it, until cgroup takes it.
-	early    *earlyCgroup
+	early *earlyCgroup
+	// aheadDone, when not nil, is closed once the spawn of ahead (and
+	// the start of early) has ended: neither may be read before
+	// (awaitAhead).
+	aheadDone chan struct{}
+	// gate, when not nil, must return nil before the container's command
+	// starts (Pending.Gate).
+	gate     func() error
 	attached chan struct{} // closed by the first client to attach
 	once     sync.Once
 }
@@ -75,12 +82,12 @@ func RunMonitor(args []string, onExit ExitHook) error {
 		attach.Close()
 		return fmt.Errorf("monitor: unexpected arguments %q", args)
 	}
-	return runMonitor(report, orders, attach, true, "", nil, onExit)
+	return runMonitor(report, orders, attach, true, "", nil, onExit, nil)
 }
 
 // runMonitor runs a monitor on its three pipes (start.go), in a process of
 // its own or, with ownStdio false, in the CLI's, which keeps its stdio.
-func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, handoff <-chan *Container, onExit ExitHook) error {
+func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, handoff <-chan handed, onExit ExitHook, ahead *Ahead) error {
 	// A monitor's live heap is a few MB. At the default GOGC its first
 	// collection fell within a short container's start and teardown (about
 	// 3 ms of CPU on the path of every lamina run --rm); a longer-lived
@@ -93,16 +100,29 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, hando
 	// While the CLI creates the container, the container's init starts in
 	// docker's default namespaces; a container with others gets a new
 	// one (monitor.takeInit). Failing here only costs that head start.
-	m.ahead, _ = spawnInitAhead(sealedInit)
-	if m.ahead != nil && id != "" {
-		m.early = startEarlyCgroup(id, m.ahead.Pid())
-	}
+	// The spawn (or the wait for ahead's, spawned by the CLI before it
+	// started this monitor) goes on beside the wait for the orders and
+	// the mount of the root filesystem, which do not need it: only the
+	// bootstrap does.
+	m.aheadDone = make(chan struct{})
+	go func() {
+		defer close(m.aheadDone)
+		if ahead != nil {
+			m.ahead = ahead.take()
+		} else {
+			m.ahead, _ = spawnInitAhead(sealedInit)
+		}
+		if m.ahead != nil && id != "" {
+			m.early = startEarlyCgroup(id, m.ahead.Pid())
+		}
+	}()
 	if handoff == nil {
 		// A monitor in the CLI's process gets the container in memory
 		// (handoff), and shares the CLI's warm encoder.
 		warmJSON()
 	}
 	err := m.main(orders, attach, ownStdio, handoff, onExit)
+	m.awaitAhead()
 	if m.ahead != nil { // never taken: no container, or it failed before its start
 		m.ahead.Kill()
 		_, _ = m.ahead.Wait()
@@ -115,7 +135,7 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, hando
 // main reads the monitor's orders and runs the container; attach is the
 // monitor's end of the attach socketpair, and ownStdio says the process's
 // stdout and stderr are the monitor's, to point at its log.
-func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan *Container, onExit ExitHook) error {
+func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan handed, onExit ExitHook) error {
 	b, err := io.ReadAll(orders)
 	orders.Close()
 	if err != nil || len(b) == 0 {
@@ -148,7 +168,11 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan *C
 	// which the monitor only reads (see runtimeSpec).
 	var c *Container
 	select {
-	case c = <-handoff:
+	case h := <-handoff:
+		c = h.c
+		if c != nil && c.ID == o.ID {
+			m.gate = h.gate
+		}
 	default:
 	}
 	if c == nil || c.ID != o.ID {
@@ -187,6 +211,7 @@ func RedirectStdio(log string) error {
 // to be handed over at bootstrap; else it discards it and spawns one. Either
 // way stdio is the init's, not the caller's, to close.
 func (m *monitor) takeInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) {
+	m.awaitAhead()
 	if ip := m.ahead; ip != nil {
 		m.ahead = nil
 		if ip.adopt(spec, stdio) {
@@ -198,6 +223,14 @@ func (m *monitor) takeInit(spec *specs.Spec, stdio Stdio) (*InitProcess, error) 
 	ip, err := spawnInit(spec, stdio, sealedInit)
 	closeChildEnds(stdio)
 	return ip, err
+}
+
+// awaitAhead waits for the spawn of the init ahead, if one was started.
+func (m *monitor) awaitAhead() {
+	if m.aheadDone != nil {
+		<-m.aheadDone
+		m.aheadDone = nil
+	}
 }
 
 func (m *monitor) sendReport(err error) {
@@ -241,26 +274,38 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	if err != nil {
 		return err
 	}
-	// Init is spawned first: its runtime starts while this process
-	// prepares the spec, mounts the root filesystem and makes the cgroups;
-	// it waits for bootstrap.
-	ip, err := m.takeInit(c.Spec, stdio)
-	if err != nil {
-		m.recordNotStarted(err)
-		return err
+	// Init is taken (the one spawned ahead, still starting maybe) or
+	// spawned beside the mount of the root filesystem: it then waits
+	// for its bootstrap. The rest of what init is given, the runtime
+	// spec with its files and the seccomp program, is made on the side
+	// too: the mount mostly waits on the kernel.
+	type taken struct {
+		ip  *InitProcess
+		err error
 	}
+	tc := make(chan taken, 1)
+	go func() {
+		ip, err := m.takeInit(c.Spec, stdio)
+		tc <- taken{ip, err}
+	}()
+	side := make(chan initInputs, 1)
+	go func() { side <- m.initInputs() }()
+	mnt, err := mountRootfs(m.s, c)
+	in := <-side
+	t := <-tc
+	if t.err != nil {
+		if mnt != nil {
+			_ = mnt.Unmount()
+		}
+		m.recordNotStarted(t.err)
+		return t.err
+	}
+	ip := t.ip
 	abort := func(err error) error {
 		ip.Kill()
 		_, _ = ip.Wait()
 		return err
 	}
-	// The rest of what init is given, the runtime spec with its files
-	// and the seccomp program, is made on the side while the root
-	// filesystem is mounted: the mount mostly waits on the kernel.
-	side := make(chan initInputs, 1)
-	go func() { side <- m.initInputs() }()
-	mnt, err := mountRootfs(m.s, c)
-	in := <-side
 	if err != nil {
 		return abort(err)
 	}
@@ -286,6 +331,19 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		lc <- listened{ln, err}
 	}()
 	err = ip.bootstrap(spec, in.filter, in.userDB, cg)
+	if m.gate != nil {
+		// By now the gate has long opened, as a rule: it is checked
+		// after the bootstrap, which it does not hold up, and its error
+		// is the start's even if the bootstrap failed (on an image
+		// being removed, say).
+		if gerr := m.gate(); gerr != nil {
+			if err == nil {
+				ip.Kill()
+				_, _ = ip.Wait()
+			}
+			err = gerr
+		}
+	}
 	l := <-lc
 	if l.ln != nil {
 		defer l.ln.Close()
@@ -393,6 +451,7 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 // in them: the early ones when they are id's (the limits are set once the
 // init, still waiting for its bootstrap, is in), else new ones.
 func (m *monitor) cgroup(id string, pid int, r *specs.LinuxResources) (*Cgroup, error) {
+	m.awaitAhead()
 	e := m.early
 	m.early = nil
 	if e != nil {
@@ -430,6 +489,7 @@ func (m *monitor) cgroup(id string, pid int, r *specs.LinuxResources) (*Cgroup, 
 // dropEarly removes the early cgroup, if it was never taken, once what was
 // put into it has left or died.
 func (m *monitor) dropEarly() {
+	m.awaitAhead()
 	if e := m.early; e != nil {
 		m.early = nil
 		<-e.done

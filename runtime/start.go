@@ -64,7 +64,29 @@ type Pending struct {
 	// handoff takes the container to a monitor run here, which then does
 	// not read back the record the CLI has just written; nil for a
 	// monitor process.
-	handoff chan *Container
+	handoff chan handed
+	// gate is what Gate was given, handed over with the container.
+	gate func() error
+}
+
+// handed is what the CLI hands a monitor run in its process (Pending.Start).
+type handed struct {
+	c    *Container
+	gate func() error // nil: nothing to wait for
+}
+
+// Gate makes a monitor run here (PrepareHere) wait for gate before it
+// starts the container's command, and fail the start with gate's error
+// if there is one: the container's root filesystem is mounted and its
+// init bootstrapped in the meantime, but nothing of the image runs. A
+// monitor process cannot (false): its caller must wait for gate before
+// Start.
+func (p *Pending) Gate(gate func() error) bool {
+	if p.handoff == nil {
+		return false
+	}
+	p.gate = gate
+	return true
 }
 
 // monitorEnds are a monitor's ends of its pipes.
@@ -156,16 +178,19 @@ func (s *Store) Prepare(attach bool) (*Pending, error) {
 // caller creates the container. Joining a cgroup v1 waits out an RCU grace
 // period, 6-14 ms on this project's test machine, which the container's
 // start no longer waits for.
-func (s *Store) PrepareHere(attach bool, id string, onExit ExitHook) (*Pending, error) {
+//
+// ahead, when not nil, is the init the monitor takes instead of spawning
+// one (see Ahead).
+func (s *Store) PrepareHere(attach bool, id string, onExit ExitHook, ahead *Ahead) (*Pending, error) {
 	p, e, err := s.preparePipes(attach)
 	if err != nil {
 		return nil, err
 	}
 	p.done = make(chan struct{})
-	p.handoff = make(chan *Container, 1)
+	p.handoff = make(chan handed, 1)
 	go func() {
 		defer close(p.done)
-		_ = runMonitor(e.report, e.orders, e.attach, false, id, p.handoff, onExit)
+		_ = runMonitor(e.report, e.orders, e.attach, false, id, p.handoff, onExit, ahead)
 	}()
 	p.wait = func() { <-p.done }
 	return p, nil
@@ -215,7 +240,7 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 	// What a previous start logged would be mistaken for this one's.
 	_ = os.Remove(c.File("monitor.log"))
 	if p.handoff != nil {
-		p.handoff <- c // before the orders, which the monitor waits for
+		p.handoff <- handed{c, p.gate} // before the orders, which the monitor waits for
 	}
 	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
 	_, err = p.id.Write(orders)
