@@ -483,7 +483,7 @@ func newRunCmd(app *App) *cobra.Command {
 			}
 			// The monitor starts while the container is made, and knows
 			// its ID ahead (see runtime.Store.PrepareHere).
-			id := runtime.NewID()
+			id := app.newID()
 			p, err := app.prepare(s, !f.detach, id)
 			if err != nil {
 				return err

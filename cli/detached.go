@@ -26,9 +26,11 @@ func MainDetached(stub *detach.Stub, args []string, stdin io.Reader, stdout, std
 	// goroutines start, so that the spawn of the container's init
 	// (below) does not queue behind the CLI's start on a 2-CPU machine.
 	fs.SetServerProcs()
-	ahead := runtime.SpawnAhead()
-	h := newHost(stub)
-	h.ahead = ahead
+	// The container's ID is drawn now, so that its init can be put into
+	// its cgroups as soon as it is spawned.
+	id := runtime.NewID()
+	ahead := runtime.SpawnAhead(id)
+	h := newHost(stub, ahead, id)
 	go warmRecordEncoder()
 	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, newRunRoot, args)
 	// Not taken by a monitor: the run failed before it had one.
@@ -51,6 +53,9 @@ func warmRecordEncoder() { _, _ = json.Marshal(&runtime.Container{}) }
 // and the monitors that run in it.
 type host struct {
 	stub *detach.Stub
+	// ahead is the container init spawned at the process's start, for
+	// the first monitor run here; set before the CLI runs.
+	ahead *runtime.Ahead
 
 	mu sync.Mutex // guards the fields below
 	// subs are the CLI's signal handlers, as signal.Notify's.
@@ -68,13 +73,13 @@ type host struct {
 	// ignored are the signals the process started with ignored: a CLI
 	// that does not handle one goes on ignoring it.
 	ignored map[syscall.Signal]bool
-	// ahead is the container init spawned at the process's start, for
-	// the first monitor run here.
-	ahead *runtime.Ahead
+	// id is the ID of the container ahead was spawned for, until newID
+	// hands it out.
+	id string
 }
 
-func newHost(stub *detach.Stub) *host {
-	h := &host{stub: stub, subs: map[chan<- os.Signal][]os.Signal{}, ignored: map[syscall.Signal]bool{}}
+func newHost(stub *detach.Stub, ahead *runtime.Ahead, id string) *host {
+	h := &host{stub: stub, ahead: ahead, id: id, subs: map[chan<- os.Signal][]os.Signal{}, ignored: map[syscall.Signal]bool{}}
 	forwarded := detach.Forwarded()
 	for _, sig := range forwarded {
 		h.ignored[sig.(syscall.Signal)] = signal.Ignored(sig)
@@ -195,6 +200,21 @@ func (h *host) deliver(sig syscall.Signal) {
 		h.stub.Die(sig)
 		h.release()
 	}
+}
+
+// newID returns the ID for the container the command creates: the one
+// drawn at a detached CLI's start (MainDetached), the first time.
+func (a *App) newID() string {
+	if h := a.host; h != nil {
+		h.mu.Lock()
+		id := h.id
+		h.id = ""
+		h.mu.Unlock()
+		if id != "" {
+			return id
+		}
+	}
+	return runtime.NewID()
 }
 
 // prepare is s.Prepare, with the monitor run here in a detached CLI, for

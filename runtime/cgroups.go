@@ -380,28 +380,55 @@ func (cg *Cgroup) Destroy() error {
 // (cgroup_threadgroup_rwsem), 6-14 ms here, most of a container's start
 // when it is on its path.
 type earlyCgroup struct {
-	id   string
-	pid  int
-	done chan struct{}
-	cg   *Cgroup // once done: nil when making or joining it failed
+	id    string
+	pid   int // once done: what join was given
+	pidc  chan int
+	done  chan struct{}
+	cg    *Cgroup       // once done: nil when making or joining it failed
+	swept chan struct{} // closed once sweepStale has run, after done
 }
 
 func startEarlyCgroup(id string, pid int) *earlyCgroup {
-	e := &earlyCgroup{id: id, pid: pid, done: make(chan struct{})}
+	e := newEarlyCgroup(id)
+	e.join(pid)
+	return e
+}
+
+// newEarlyCgroup starts making container id's cgroups, on a goroutine,
+// before the process that join then puts into them is known: the mkdirs
+// overlap its spawn. sweepStale runs once e is done, off its path.
+func newEarlyCgroup(id string) *earlyCgroup {
+	e := &earlyCgroup{id: id, pidc: make(chan int, 1), done: make(chan struct{}), swept: make(chan struct{})}
 	go func() {
-		defer close(e.done)
 		cg, err := NewCgroup(id, nil)
-		if err != nil {
-			return
-		}
-		if err := cg.Add(pid); err != nil {
+		e.pid = <-e.pidc
+		switch {
+		case err != nil:
+		case e.pid <= 0:
 			_ = cg.Destroy()
-			return
+		case cg.Add(e.pid) != nil:
+			_ = cg.Destroy()
+		default:
+			e.cg = cg
 		}
-		e.cg = cg
-		cg.sweepStale()
+		close(e.done)
+		if e.cg != nil {
+			e.cg.sweepStale()
+		}
+		close(e.swept)
 	}()
 	return e
+}
+
+// join gives e the pid to put into its cgroups; 0 leaves e without
+// cgroups (the process could not be spawned). Call it once.
+func (e *earlyCgroup) join(pid int) { e.pidc <- pid }
+
+// drop removes e's cgroup, once it is made, when what was put into it has
+// left or died.
+func (e *earlyCgroup) drop() {
+	<-e.done
+	_ = e.cg.Destroy()
 }
 
 // staleAge is how long a container's cgroup may stand empty before a

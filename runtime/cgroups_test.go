@@ -148,6 +148,7 @@ func TestEarlyCgroup(t *testing.T) {
 		next := sleeper(t)
 		m, _ = made(t, next)
 		defer m.dropEarly()
+		<-m.early.swept
 		for _, d := range stale {
 			if _, err := os.Stat(d); !os.IsNotExist(err) {
 				t.Errorf("stale empty cgroup %s not swept (%v)", d, err)

@@ -108,11 +108,11 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, hando
 	go func() {
 		defer close(m.aheadDone)
 		if ahead != nil {
-			m.ahead = ahead.take()
+			m.ahead, m.early = ahead.take()
 		} else {
 			m.ahead, _ = spawnInitAhead(sealedInit)
 		}
-		if m.ahead != nil && id != "" {
+		if m.ahead != nil && m.early == nil && id != "" {
 			m.early = startEarlyCgroup(id, m.ahead.Pid())
 		}
 	}()
@@ -492,8 +492,7 @@ func (m *monitor) dropEarly() {
 	m.awaitAhead()
 	if e := m.early; e != nil {
 		m.early = nil
-		<-e.done
-		_ = e.cg.Destroy()
+		e.drop()
 	}
 }
 
