@@ -85,7 +85,7 @@ func autoRemove(stderr io.Writer) runtime.ExitHook {
 			return nil
 		}
 		app := &App{Root: s.Root(), Stderr: stderr}
-		reclaim, err := s.Unlist(c)
+		reclaim, err := s.UnlistExited(c)
 		if err != nil {
 			fmt.Fprintf(stderr, "lamina: --rm: %v\n", err)
 			return nil

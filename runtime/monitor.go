@@ -61,8 +61,11 @@ type monitor struct {
 
 // ExitHook runs in a container's monitor once the container has stopped
 // and been unmounted, before attached clients hear its exit status (the
-// CLI's --rm hooks in there). What it returns, when not nil, runs after
-// they have: work the container's caller does not wait for.
+// CLI's --rm hooks in there), with the state the monitor is to record.
+// What it returns, when not nil, runs after they have: work the
+// container's caller does not wait for. A hook that returns something has
+// taken the container out of the store (Store.UnlistExited): the monitor
+// then records nothing of its exit.
 type ExitHook func(*Store, *Container, *State) (after func())
 
 // RunMonitor is the monitor's body, `lamina __monitor` with the fds
@@ -404,22 +407,23 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	waitPumps(pumps, 5*time.Second)
 	oom := cg.OOMKilled()
 	finished := time.Now().UTC()
-	// The cgroups and the union go at once: neither waits for the other.
+	// The cgroups and the union go at once: neither waits for the other,
+	// and the exit status does not wait for the cgroups (a cgroup v1's
+	// rmdir takes its time: some 0.1-0.3 ms for each of four here). What
+	// their removal fails of is added to the state once it has.
 	cgErrc := make(chan error, 1)
 	go func() { cgErrc <- cg.Destroy() }()
 	mntErr := mnt.Unmount()
-	cgErr := <-cgErrc
-	var final State
-	_ = m.updateState(func(st *State) {
-		*st = State{Status: "exited", ExitCode: code, OOMKilled: oom, StartedAt: started, FinishedAt: finished}
-		if err := errors.Join(cgErr, mntErr); err != nil {
-			st.Error = err.Error()
-		}
-		final = *st
-	})
+	final := State{Status: "exited", ExitCode: code, OOMKilled: oom, StartedAt: started, FinishedAt: finished}
+	if mntErr != nil {
+		final.Error = mntErr.Error()
+	}
 	var after func()
 	if onExit != nil {
 		after = onExit(m.s, c, &final)
+	}
+	if after == nil { // not taken away by the hook: the exit is recorded
+		_ = m.updateState(func(st *State) { *st = final })
 	}
 	b, _ := json.Marshal(ExitStatus{ExitCode: code, OOMKilled: oom})
 	m.hub.broadcast(frameExit, b)
@@ -431,15 +435,18 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	// The union's server ends after the union is unmounted: the exit
 	// status above did not wait for it, the removal of the container's
 	// files below does.
+	var late []error
 	if sm, ok := mnt.(interface{ Settled() error }); ok {
-		if err := sm.Settled(); err != nil && after == nil {
-			_ = m.updateState(func(st *State) {
-				if st.Error != "" {
-					st.Error += "\n"
-				}
-				st.Error += err.Error()
-			})
-		}
+		late = append(late, sm.Settled())
+	}
+	late = append(late, <-cgErrc)
+	if err := errors.Join(late...); err != nil && after == nil {
+		_ = m.updateState(func(st *State) {
+			if st.Error != "" {
+				st.Error += "\n"
+			}
+			st.Error += err.Error()
+		})
 	}
 	if after != nil {
 		after()

@@ -502,15 +502,29 @@ func (s *Store) Delete(c *Container) error {
 // its files, what is left of them. A process that dies in between leaves a
 // directory that the next reclaim removes.
 func (s *Store) Unlist(c *Container) (reclaim func() error, err error) {
+	return s.unlist(c, true)
+}
+
+// UnlistExited is Unlist for a container that has just exited, by its
+// monitor (the CLI's --rm, an ExitHook): the container's cgroups are the
+// monitor's to remove, and its state, which the monitor did not record,
+// is not read.
+func (s *Store) UnlistExited(c *Container) (reclaim func() error, err error) {
+	return s.unlist(c, false)
+}
+
+func (s *Store) unlist(c *Container, cgroups bool) (reclaim func() error, err error) {
 	unlock, err := s.Lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, _ := s.State(c)
-	if st != nil && st.Cgroup != nil {
-		if err := st.Cgroup.Destroy(); err != nil {
-			return nil, err
+	if cgroups {
+		st, _ := s.State(c)
+		if st != nil && st.Cgroup != nil {
+			if err := st.Cgroup.Destroy(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := unmountAll(c.File("merged")); err != nil {
