@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -31,21 +30,12 @@ func MainDetached(stub *detach.Stub, args []string, stdin io.Reader, stdout, std
 	id := runtime.NewID()
 	ahead := runtime.SpawnAhead(id)
 	h := newHost(stub, ahead, id)
-	go warmRecordEncoder()
 	code := run(&App{Stdin: stdin, Stdout: stdout, Stderr: stderr, host: h}, newRunRoot, args)
 	// Not taken by a monitor: the run failed before it had one.
 	ahead.Discard()
 	h.finish(code)
 	return 0
 }
-
-// warmRecordEncoder builds encoding/json's encoders for a container record
-// on the side, while the CLI parses its command line and resolves the
-// image. encoding/json builds a struct's field encoders eagerly, so the
-// first record written (runtime.Store.Create, on the run's path) built them
-// for every type a runtime spec can hold: about 1 ms of a fresh process
-// here, against 0.15 ms for the encoding itself.
-func warmRecordEncoder() { _, _ = json.Marshal(&runtime.Container{}) }
 
 // host is what a detached CLI needs of its process: the signals the stub
 // forwards, which the CLI either handles or must act out as a signal's

@@ -121,7 +121,7 @@ func runMonitor(report, orders, attach *os.File, ownStdio bool, id string, hando
 	}()
 	if handoff == nil {
 		// A monitor in the CLI's process gets the container in memory
-		// (handoff), and shares the CLI's warm encoder.
+		// (handoff): it has no record to decode.
 		warmJSON()
 	}
 	err := m.main(orders, attach, ownStdio, handoff, onExit)
