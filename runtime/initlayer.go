@@ -133,14 +133,28 @@ func planInitLayer(lower []string) []initStep {
 }
 
 // layerWalk looks paths up in the union of layers (topmost first, in
-// kernel overlay's format) without mounting it.
+// kernel overlay's format) without mounting it. It remembers what it has
+// read of each directory on the way, so that looking up many paths under
+// the same few directories (a spec's mount points: /dev/pts, /dev/shm,
+// /etc/hosts, ...) reads each once: a container's start does about a
+// dozen such lookups.
 type layerWalk struct {
 	layers []string
-	oci    map[string]bool // hasOCIWhiteouts of the directories seen
+	oci    map[string]bool     // hasOCIWhiteouts of the directories seen
+	dirs   map[string]walkStep // the steps into the directories seen, by relative path
+	root   *walkStep
+}
+
+// walkStep is what a lookup finds of a directory on its way: the layers'
+// copies of it that show (topmost first; none where the layers lack it),
+// or ok false when the way goes through what the walk does not follow.
+type walkStep struct {
+	visible []string
+	ok      bool
 }
 
 func newLayerWalk(layers []string) *layerWalk {
-	return &layerWalk{layers: layers, oci: map[string]bool{}}
+	return &layerWalk{layers: layers, oci: map[string]bool{}, dirs: map[string]walkStep{}}
 }
 
 // hasOCI is hasOCIWhiteouts(dir), read once per directory.
@@ -160,62 +174,96 @@ func (w *layerWalk) hasOCI(dir string) bool {
 // this does not follow: a non-directory, a whiteout of a parent, a
 // redirect, OCI whiteout files.
 func (w *layerWalk) lookup(rel string) (found bool, at string, parents []string, ok bool) {
-	layers := w.layers
 	parts := strings.Split(rel, "/")
 	parents = make([]string, len(parts)-1)
-	ns := cow.DefaultNS()
-	// visible are the layers whose copy of the current directory shows.
-	visible := make([]string, 0, len(layers))
-	for _, l := range layers {
-		if w.hasOCI(l) {
+	d := w.rootStep()
+	if !d.ok {
+		return false, "", nil, false
+	}
+	for i, name := range parts[:len(parts)-1] {
+		prefix := strings.Join(parts[:i+1], "/")
+		next, seen := w.dirs[prefix]
+		if !seen {
+			next = w.step(d.visible, name)
+			w.dirs[prefix] = next
+		}
+		if !next.ok {
 			return false, "", nil, false
 		}
-		visible = append(visible, l)
-		if ns.IsOpaque(l) {
+		if len(next.visible) > 0 {
+			parents[i] = next.visible[0]
+		}
+		d = next
+	}
+	// The last name: its topmost copy, unless a whiteout hides it.
+	for _, l := range d.visible {
+		p := filepath.Join(l, parts[len(parts)-1])
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return false, "", nil, false // unreadable: leave it to init
+		}
+		if cow.IsWhiteoutStat(&st) {
 			break
 		}
+		return true, p, parents, true
 	}
-	for i, name := range parts {
-		last := i == len(parts)-1
-		var next []string
-		for _, l := range visible {
-			p := filepath.Join(l, name)
-			var st unix.Stat_t
-			if err := unix.Lstat(p, &st); err != nil {
-				if errors.Is(err, unix.ENOENT) {
-					continue
-				}
-				return false, "", nil, false // unreadable: leave it to init
+	return false, "", parents, true
+}
+
+// rootStep is the step into the layers' roots: those that show.
+func (w *layerWalk) rootStep() walkStep {
+	if w.root == nil {
+		ns := cow.DefaultNS()
+		root := walkStep{visible: make([]string, 0, len(w.layers)), ok: true}
+		for _, l := range w.layers {
+			if w.hasOCI(l) {
+				root = walkStep{}
+				break
 			}
-			isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-			if cow.IsWhiteoutStat(&st) || (!last && !isDir) {
-				if last || len(next) > 0 {
-					// Absent, or the end of the directory above: a
-					// whiteout or a non-directory hides what is below.
-					break
-				}
-				return false, "", nil, false
-			}
-			if last {
-				return true, p, parents, true
-			}
-			if ns.Redirect(p) != "" || w.hasOCI(p) {
-				return false, "", nil, false
-			}
-			if len(next) == 0 {
-				parents[i] = p
-			}
-			next = append(next, p)
-			if ns.IsOpaque(p) {
+			root.visible = append(root.visible, l)
+			if ns.IsOpaque(l) {
 				break
 			}
 		}
-		if last {
-			return false, "", parents, true
-		}
-		visible = next
+		w.root = &root
 	}
-	return false, "", parents, true
+	return *w.root
+}
+
+// step is the step from a directory, whose copies visible are, into its
+// entry name, a directory on the way to what is looked up.
+func (w *layerWalk) step(visible []string, name string) walkStep {
+	ns := cow.DefaultNS()
+	next := walkStep{ok: true}
+	for _, l := range visible {
+		p := filepath.Join(l, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return walkStep{} // unreadable: leave it to init
+		}
+		if cow.IsWhiteoutStat(&st) || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if len(next.visible) > 0 {
+				// The end of the directory above: a whiteout or a
+				// non-directory hides what is below.
+				break
+			}
+			return walkStep{}
+		}
+		if ns.Redirect(p) != "" || w.hasOCI(p) {
+			return walkStep{}
+		}
+		next.visible = append(next.visible, p)
+		if ns.IsOpaque(p) {
+			break
+		}
+	}
+	return next
 }
 
 // hasOCIWhiteouts reports whether dir holds OCI whiteout files, which

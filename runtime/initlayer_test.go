@@ -317,3 +317,62 @@ func TestUserDB(t *testing.T) {
 		})
 	}
 }
+
+// TestLayerWalkMemo: a layerWalk remembers the directories it has gone
+// through; what it finds must not depend on what it looked up before.
+// Every path is looked up in a fresh walk and in one shared by all, in
+// both orders, and a few results are checked outright.
+func TestLayerWalkMemo(t *testing.T) {
+	testutil.RequirePrivileged(t) // whiteouts are device nodes
+	upper := makeLayer(t, "d a", "o a", "f a/x", "d b", "w b/gone", "d b/sub", "f c", "d e", "l e/l /etc")
+	mid := makeLayer(t, "d a", "f a/y", "d b", "f b/gone", "d b/sub", "f b/sub/m", "d b/a", "f b/a/y", "d c", "f c/z", "d d", "f d/w")
+	lower := makeLayer(t, "d b", "d b/sub", "f b/sub/n", "d d", "w d/w", "f d/v", "d e", "d e/deep", "f e/deep/f")
+	layers := []string{upper, mid, lower}
+	paths := []string{"a/x", "a/y", "b/gone", "b/sub/m", "b/sub/n", "c/z", "c", "d/w", "d/v", "e/l", "e/deep/f", "e/l/x", "missing/x", "b/sub/none", "a", "b/a/y"}
+	type res struct {
+		found bool
+		at    string
+		par   string
+		ok    bool
+	}
+	look := func(w *layerWalk, p string) res {
+		found, at, parents, ok := w.lookup(p)
+		return res{found, at, strings.Join(parents, ","), ok}
+	}
+	fresh := map[string]res{}
+	for _, p := range paths {
+		fresh[p] = look(newLayerWalk(layers), p)
+	}
+	for _, order := range [][]string{paths, reversed(paths)} {
+		w := newLayerWalk(layers)
+		for _, p := range order {
+			if got := look(w, p); got != fresh[p] {
+				t.Errorf("%s after other lookups: %+v, alone: %+v", p, got, fresh[p])
+			}
+		}
+	}
+	for p, want := range map[string]res{
+		"a/x":      {true, filepath.Join(upper, "a/x"), filepath.Join(upper, "a"), true},
+		"a/y":      {false, "", filepath.Join(upper, "a"), true}, // opaque a hides mid's
+		"b/gone":   {false, "", filepath.Join(upper, "b"), true}, // whited out
+		"b/sub/n":  {true, filepath.Join(lower, "b/sub/n"), filepath.Join(upper, "b") + "," + filepath.Join(upper, "b/sub"), true},
+		"c/z":      {false, "", "", false}, // through a file
+		"b/a/y":    {true, filepath.Join(mid, "b/a/y"), filepath.Join(upper, "b") + "," + filepath.Join(mid, "b/a"), true},
+		"d/w":      {true, filepath.Join(mid, "d/w"), filepath.Join(mid, "d"), true},
+		"d/v":      {true, filepath.Join(lower, "d/v"), filepath.Join(mid, "d"), true},
+		"e/l/x":    {false, "", "", false}, // through a symlink
+		"e/deep/f": {true, filepath.Join(lower, "e/deep/f"), filepath.Join(upper, "e") + "," + filepath.Join(lower, "e/deep"), true},
+	} {
+		if fresh[p] != want {
+			t.Errorf("%s: %+v, want %+v", p, fresh[p], want)
+		}
+	}
+}
+
+func reversed(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
