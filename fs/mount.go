@@ -42,6 +42,17 @@ type MountOptions struct {
 	Warm []string
 }
 
+// startBurst is the number of a union's first requests that get a spare
+// reader: for a container's start (MountOptions.Warm), about what a
+// busybox container's start sends (twenty), with room for a larger
+// image's; none for a standalone server.
+func startBurst(opts MountOptions) int {
+	if len(opts.Warm) == 0 {
+		return 0
+	}
+	return 32
+}
+
 // Mount serves the union cfg at target until it is unmounted. The server
 // runs in the background; call Wait on it to block until unmounted.
 func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
@@ -99,6 +110,10 @@ func Mount(target string, cfg Config, opts MountOptions) (*fuse.Server, error) {
 			// its cost here (research/gofuse-tuning.md). Handlers that
 			// may block for long hand reading on first (u.mayBlock).
 			InlineReader: true,
+			// A container's start (Warm) opens with lookups from several
+			// of its init's threads at once: those are answered by two
+			// readers (fuse.MountOptions.InlineBurst).
+			InlineBurst: startBurst(opts),
 			// This process never opens files on its own mount, and one
 			// killed with such a file open could never exit (LAMINA.md).
 			NoPollHack: true,

@@ -35,6 +35,10 @@ func (r *blockRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		close(r.entered)
 		<-r.release
 		return r.NewInode(ctx, &Inode{}, StableAttr{Mode: fuse.S_IFDIR}), 0
+	case "stuck": // blocks without handing reading on
+		close(r.entered)
+		<-r.release
+		return r.NewInode(ctx, &Inode{}, StableAttr{Mode: fuse.S_IFDIR}), 0
 	case "fast":
 		return r.NewInode(ctx, &Inode{}, StableAttr{Mode: fuse.S_IFDIR}), 0
 	case "data":
@@ -67,6 +71,12 @@ func (f *blockFile) Read(ctx context.Context, fh FileHandle, dest []byte, off in
 
 func mountBlockRoot(t *testing.T, r *blockRoot) string {
 	t.Helper()
+	return mountBlockRootBurst(t, r, 0)
+}
+
+// mountBlockRootBurst is mountBlockRoot with MountOptions.InlineBurst.
+func mountBlockRootBurst(t *testing.T, r *blockRoot, burst int) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("LAMINA_REQUIRE_PRIVILEGED") != "" {
 			t.Fatal("needs root (LAMINA_REQUIRE_PRIVILEGED is set)")
@@ -78,7 +88,10 @@ func mountBlockRoot(t *testing.T, r *blockRoot) string {
 	srv, err := Mount(dir, r, &Options{
 		EntryTimeout: &zero,
 		AttrTimeout:  &zero,
-		MountOptions: fuse.MountOptions{InlineReader: true, DirectMount: true},
+		// Without the poll hack (as laminafs mounts), whose POLL
+		// starts a spare reader that can still be reading when a test
+		// blocks a request: each test needs a single reader then.
+		MountOptions: fuse.MountOptions{InlineReader: true, InlineBurst: burst, NoPollHack: true, DirectMount: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -149,5 +162,17 @@ func TestInlineReaderReadSpawns(t *testing.T) {
 			return err
 		}
 		return nil
+	})
+}
+
+// TestInlineBurst: within MountOptions.InlineBurst, a request that blocks
+// without handing reading on (a plain lookup) does not hold up the next:
+// a spare reader was started before it was handled.
+func TestInlineBurst(t *testing.T) {
+	r := &blockRoot{entered: make(chan struct{}), release: make(chan struct{})}
+	dir := mountBlockRootBurst(t, r, 16)
+	statWhileBlocked(t, r, dir, func() error {
+		_, err := os.Lstat(filepath.Join(dir, "stuck"))
+		return err
 	})
 }

@@ -266,6 +266,14 @@ type MountOptions struct {
 	// Server.EnsureReader first, or every other request waits for it.
 	InlineReader bool
 
+	// InlineBurst, with InlineReader, has each of the first InlineBurst
+	// requests start a spare reader before it is handled, as upstream
+	// does for every request. A container's start opens with a burst of
+	// lookups from several threads at once (its init looks its mount
+	// points and command up in parallel), which one reader would answer
+	// one after the other; past the burst, the serial discipline holds.
+	InlineBurst int
+
 	// NoPollHack, if set, skips the open and poll of a hidden file on the
 	// new mount that WaitMount otherwise does, so that the kernel learns
 	// early that POLL is not implemented. The server process then never

@@ -35,7 +35,9 @@ type fuseFD struct {
 	reqReaders int
 	// spawning counts reader goroutines started but not yet reading
 	// (InlineReader only).
-	spawning             int
+	spawning int
+	// served counts the requests read, up to MountOptions.InlineBurst.
+	served               int
 	inflightRequestBytes int
 
 	// loops tracks reader goroutines servicing fd.
@@ -161,7 +163,11 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	}
 	r.reqReaders--
 	if ms.opts.InlineReader {
-		if mayBlock(opCode) {
+		burst := r.served < ms.opts.InlineBurst
+		if burst {
+			r.served++
+		}
+		if burst || mayBlock(opCode) {
 			r.spawnReaderLocked()
 		}
 	} else if !ms.singleReader && r.reqReaders <= 0 && !needsBackPressure {
