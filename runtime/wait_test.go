@@ -49,3 +49,30 @@ func TestWaitsInPoller(t *testing.T) {
 		t.Fatalf("threads blocked waiting for the container's exit:\n%s", strings.Join(in, "\n"))
 	}
 }
+
+// TestKillAfterWait: an init killed and reaped answers a second Wait with
+// the same exit code, and a Kill after its reap signals nothing (its pid
+// may be another process's by then): Kill goes through init's pidfd,
+// which the reap closes.
+func TestKillAfterWait(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	p, err := spawnInitAhead(goInit.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.pidfd < 0 {
+		t.Error("spawned without a pidfd")
+	}
+	p.Kill()
+	code, err := p.Wait()
+	if err != nil || code != 137 {
+		t.Fatalf("killed init: exit %d, %v; want 137", code, err)
+	}
+	if p.pidfd != -1 {
+		t.Errorf("pidfd %d still open after the reap", p.pidfd)
+	}
+	p.Kill() // must not panic nor signal
+	if code, err := p.Wait(); err != nil || code != 137 {
+		t.Fatalf("second Wait: exit %d, %v; want 137", code, err)
+	}
+}
