@@ -1367,22 +1367,43 @@ static int read_last_cap(void) {
 // ---- looking up ahead ----
 
 struct ahead_path {
-	pthread_t t;
 	int root; // the root filesystem, O_PATH
 	char *path;
-	int started;
 };
 
 // ahead_open resolves a path inside the root, as everything init resolves
 // there (a symlink in the image cannot send it to the host's files).
-static void *ahead_open(void *arg) {
-	struct ahead_path *a = arg;
+static void ahead_open(const struct ahead_path *a) {
 	struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
 	int fd = (int)syscall(SYS_openat2, a->root, a->path, &how, sizeof(how));
 	if (fd >= 0)
 		close(fd);
-	return NULL;
 }
+
+// ahead_work is what look_ahead's threads (and init's own) do: take the
+// next path of the list and look it up, until none is left.
+struct ahead_work {
+	struct ahead_path *a;
+	size_t n;
+	size_t next; // the index of the next path, taken atomically
+};
+
+static void *ahead_worker(void *arg) {
+	struct ahead_work *w = arg;
+	for (;;) {
+		size_t i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
+		if (i >= w->n)
+			return NULL;
+		ahead_open(&w->a[i]);
+	}
+}
+
+// AHEAD_THREADS is how many threads look ahead, init's included: laminafs
+// answers a container's first lookups with two readers (its
+// InlineBurst), so a third lookup in flight keeps both busy, and a
+// thread per path (seven for a busybox start) cost more to make than
+// they saved.
+enum { AHEAD_THREADS = 3 };
 
 static void ahead_add(struct ahead_path *a, size_t *n, size_t max, int root, const char *p1, const char *p2) {
 	if (*n >= max)
@@ -1400,8 +1421,7 @@ static void ahead_add(struct ahead_path *a, size_t *n, size_t max, int root, con
 // the setup and the command's lookup will resolve one after the other:
 // the mount points (those not below another mount) and the candidates
 // for the command. On laminafs each first lookup is a FUSE round trip;
-// sent together they queue at the server, which answers them back to
-// back instead of waking once per lookup. The lookups are made in this
+// sent together they keep the server busy (AHEAD_THREADS). The lookups are made in this
 // mount namespace, before init leaves it (the dentries are the
 // filesystem's, shared), inside the root as every other path init
 // resolves there, and change nothing: what they find is resolved again
@@ -1445,17 +1465,21 @@ static void look_ahead(const struct boot *b) {
 		ahead_add(a, &n, MAX, root, "/etc/passwd", NULL);
 		ahead_add(a, &n, MAX, root, "/etc/group", NULL);
 	}
+	struct ahead_work w = {.a = a, .n = n};
+	pthread_t t[AHEAD_THREADS - 1];
+	int started[AHEAD_THREADS - 1] = {0};
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 64 << 10);
-	for (size_t i = 0; i < n; i++)
-		a[i].started = pthread_create(&a[i].t, &attr, ahead_open, &a[i]) == 0;
-	for (size_t i = 0; i < n; i++) {
-		if (a[i].started)
-			pthread_join(a[i].t, NULL);
-		free(a[i].path);
-	}
+	for (size_t i = 0; i < AHEAD_THREADS - 1 && i + 1 < n; i++)
+		started[i] = pthread_create(&t[i], &attr, ahead_worker, &w) == 0;
+	ahead_worker(&w);
+	for (size_t i = 0; i < AHEAD_THREADS - 1; i++)
+		if (started[i])
+			pthread_join(t[i], NULL);
 	pthread_attr_destroy(&attr);
+	for (size_t i = 0; i < n; i++)
+		free(a[i].path);
 	close(root);
 }
 
