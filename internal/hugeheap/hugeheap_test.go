@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/lamina-project/lamina/internal/hugeheap/early"
+	"golang.org/x/sys/unix"
 )
 
 func TestAlignedRange(t *testing.T) {
@@ -93,22 +94,45 @@ func TestExtendGivesHugePages(t *testing.T) {
 	}
 }
 
-// TestStartHuge checks the mechanism of package early on this kernel: in a fresh
-// process whose early init did nothing (LAMINA_HUGEHEAP=off), after StartHuge
-// the whole of the heap's first chunk from the fresh object up is on huge
-// pages once the program has allocated into it: the huge page the object
-// is in (collapsed) and those above it, untouched at the time (marked).
-// Without StartHuge, none of it is.
+// TestStartHuge checks package early's mechanism on this kernel, on a
+// 4 MiB-aligned anonymous region standing for the runtime's first heap
+// chunk: with the first 130 pages touched (the runtime's and the first
+// packages' start) and StartHuge given the address after them, the upper
+// huge page faults in whole once the rest is touched, and the bottom one
+// keeps its small pages. Without StartHuge, none of it is huge.
 func TestStartHuge(t *testing.T) {
-	if childAction(t) {
-		return
+	if !early.Possible() {
+		t.Skip("THP mode is not madvise, or GODEBUG has disablethp=1: nothing to do")
 	}
-	got, want := runChild(t, "TestStartHuge", "start")
-	if want < hugePage || got < want {
-		t.Errorf("with StartHuge, the heap's first chunk has %d KiB on huge pages, want %d KiB", got>>10, want>>10)
+	chunk := func(t *testing.T) (base uintptr, b []byte) {
+		raw, err := unix.Mmap(-1, 0, 3*early.StartChunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Munmap(raw) })
+		start := uintptr(unsafe.Pointer(&raw[0]))
+		base = (start + early.StartChunk - 1) &^ (early.StartChunk - 1)
+		return base, raw[base-start : base-start+early.StartChunk]
 	}
-	if got, _ := runChild(t, "TestStartHuge", "none"); got != 0 {
-		t.Errorf("without StartHuge, the heap's first chunk has %d KiB on huge pages, want 0 (the control is broken)", got>>10)
+	const touched = 130
+	for _, tc := range []struct {
+		name  string
+		start bool
+		want  int64
+	}{{"with StartHuge", true, hugePage}, {"without", false, 0}} {
+		base, b := chunk(t)
+		for i := 0; i < touched; i++ {
+			b[i<<12] = 1
+		}
+		if tc.start {
+			early.StartHuge(base + touched<<12)
+		}
+		for i := 0; i < len(b); i += 1 << 12 {
+			b[i] = 1
+		}
+		if got := rangeAnonHuge(t, base, base+early.StartChunk); got != tc.want {
+			t.Errorf("%s: the chunk has %d KiB on huge pages, want %d KiB", tc.name, got>>10, tc.want>>10)
+		}
 	}
 }
 
@@ -124,37 +148,19 @@ func childAction(t *testing.T) bool {
 	if action == "" {
 		return false
 	}
-	p := new([64]byte)
-	a := uintptr(unsafe.Pointer(p))
-	switch action {
-	case "start":
-		early.StartHuge(a)
-	case "extend":
+	if action == "extend" {
 		extend()
 	}
-	var keep [][]byte
-	if action == "start" || action == "none" {
-		// A program's start allocates up through its first chunk: 3 MiB
-		// of 64 KiB objects fill what is left of it above a.
-		lo := a &^ (hugePage - 1)
-		hi := a&^(early.StartChunk-1) + early.StartChunk
-		for range 48 {
-			b := make([]byte, 64<<10)
-			b[0], b[len(b)-1] = 1, 1
-			keep = append(keep, b)
-		}
-		fmt.Printf("anonhuge=%d want=%d\n", rangeAnonHuge(t, lo, hi), hi-lo)
-	} else { // allocate as a walk of a tree does
-		keep = make([][]byte, 0, 32<<10)
-		for range 32 << 10 { // 32 MiB of node-sized objects, written as nodes are
-			b := make([]byte, 1<<10)
-			b[0] = 1
-			keep = append(keep, b)
-		}
-		a = uintptr(unsafe.Pointer(&keep[len(keep)/2][0]))
-		fmt.Printf("anonhuge=%d want=0\n", rangeAnonHuge(t, a, a+1))
+	// Allocate as a walk of a tree does: 32 MiB of node-sized objects,
+	// written as nodes are.
+	keep := make([][]byte, 0, 32<<10)
+	for range 32 << 10 {
+		b := make([]byte, 1<<10)
+		b[0] = 1
+		keep = append(keep, b)
 	}
-	runtime.KeepAlive(p)
+	a := uintptr(unsafe.Pointer(&keep[len(keep)/2][0]))
+	fmt.Printf("anonhuge=%d want=0\n", rangeAnonHuge(t, a, a+1))
 	runtime.KeepAlive(keep)
 	return true
 }

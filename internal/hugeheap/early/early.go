@@ -7,19 +7,21 @@
 // The runtime maps its first heap as one 4 MiB chunk (its page
 // allocator's unit), 4 MiB aligned, starts allocating at its bottom (or,
 // with Go 1.26's randomised heap base, at a random page in it: the
-// Makefile builds lamina without it, see there) and goes up. Every page
-// the runtime and the packages initialised before this one touched is a
-// page fault already taken; the huge page around them is made with
-// MADV_COLLAPSE, which copies what is resident there, and the one above
-// it, usually untouched yet (MADV_COLLAPSE refuses a range with no page
-// table: EINVAL), is marked MADV_HUGEPAGE so that its first touch faults
-// in the whole 2 MiB at once.
+// Makefile builds lamina without it, see there) and goes up. By this
+// package's initialisation the runtime and the packages before it have
+// touched about 130 pages of the bottom huge page, each a page fault
+// taken; the chunk's huge pages from there up are marked MADV_HUGEPAGE,
+// so that the first touch of one still untouched (the upper one, as a
+// rule) faults in the whole 2 MiB at once. The bottom one keeps its small
+// pages (a long-lived process's khugepaged collapses it later).
 //
 // This was hugeheap's own init. hugeheap imports os, strings and
 // x/sys/unix, so the linker ran it after some fifty packages (at 2.0 ms
-// of a `lamina run`'s 3.1 ms of initialisation): 130 of the heap's first
-// faults had been taken by then, and a collapse copies what is resident.
-// Here it runs right after syscall, about 1 ms earlier.
+// of a `lamina run`'s 3.1 ms of initialisation). It also collapsed the
+// bottom huge page (MADV_COLLAPSE, which copies what is resident): about
+// 0.5 ms here, on the path of every lamina process's start, which cost
+// more than the faults it saved once this ran first (three interleaved
+// runs of 100 `lamina run --rm`: 0.4-0.9 ms slower with it).
 package early
 
 import (
@@ -38,9 +40,6 @@ const (
 	StartChunk = 4 << 20
 
 	modePath = "/sys/kernel/mm/transparent_hugepage/enabled"
-	// madvCollapse is MADV_COLLAPSE (Linux 6.1), which package syscall
-	// does not name.
-	madvCollapse = 25
 )
 
 // possible is whether asking for huge pages helps this process (see
@@ -64,18 +63,13 @@ func init() {
 	}
 }
 
-// StartHuge backs the heap around address a, and above it to the end of
-// its chunk, with huge pages (see the package doc): each huge page is
-// collapsed if it has pages already, else marked for huge pages on first
-// touch. Failure (a kernel without MADV_COLLAPSE, no free huge page, a
-// runtime that maps its heap otherwise) leaves things as they were.
+// StartHuge marks the heap's chunk around address a, from a's huge page
+// up, for huge pages (see the package doc). Failure (no THP, a runtime
+// that maps its heap otherwise) leaves things as they were.
 func StartHuge(a uintptr) {
+	lo := a &^ (HugePage - 1)
 	end := a&^(StartChunk-1) + StartChunk
-	for p := a &^ (HugePage - 1); p < end; p += HugePage {
-		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, p, HugePage, madvCollapse); e == syscall.EINVAL {
-			_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, p, HugePage, syscall.MADV_HUGEPAGE)
-		}
-	}
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, lo, end-lo, syscall.MADV_HUGEPAGE)
 }
 
 func getenv(key string) string {
