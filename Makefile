@@ -59,8 +59,9 @@ install: deps build
 
 test: deps build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	# our addition to the go-fuse fork (third_party/go-fuse/LAMINA.md)
-	cd third_party/go-fuse && $(GO) test -count=1 -run InlineReader ./fs
+	# our additions to the go-fuse and go-digest forks (third_party/*/LAMINA.md)
+	cd third_party/go-fuse && $(GO) test -count=1 -run 'InlineReader|InlineBurst' ./fs
+	cd third_party/go-digest && $(GO) test -count=1 ./
 
 # test-short skips the long differential and crash runs.
 test-short: build

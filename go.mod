@@ -27,3 +27,5 @@ require (
 )
 
 replace github.com/hanwen/go-fuse/v2 => ./third_party/go-fuse
+
+replace github.com/opencontainers/go-digest => ./third_party/go-digest
