@@ -78,7 +78,7 @@ func Binary(t testing.TB, name string) string {
 	p := filepath.Join(binDir(t), name)
 	cmd := exec.Command("go", "build", "-o", p, "./cmd/"+name)
 	if name == "lamina-init" { // C, as the Makefile builds it
-		cmd = exec.Command("cc", "-static", "-O2", "-o", p, "cmd/lamina-init/init.c")
+		cmd = exec.Command("sh", "scripts/build-init.sh", p)
 	}
 	cmd.Dir = ModuleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
