@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(rootfsDir)
 	}
 	testutil.RemoveBinaries()
+	testutil.RemoveCgroupParents()
 	os.Exit(code)
 }
 

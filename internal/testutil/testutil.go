@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -127,7 +128,22 @@ func StaticBinary(t testing.TB, name, src string) string {
 func Main(m *testing.M) {
 	code := m.Run()
 	RemoveBinaries()
+	RemoveCgroupParents()
 	os.Exit(code)
+}
+
+// RemoveCgroupParents removes the "lamina" cgroups that containers are
+// made in (under each hierarchy, at the depth of this process's own
+// cgroup) when they are empty: lamina leaves them in place, as docker
+// does its own, and a test run leaves nothing behind. A parent in use (a
+// container of another run) is not empty and stays.
+func RemoveCgroupParents() {
+	for _, pattern := range []string{"/sys/fs/cgroup/lamina", "/sys/fs/cgroup/*/lamina", "/sys/fs/cgroup/*/*/lamina", "/sys/fs/cgroup/*/*/*/lamina", "/sys/fs/cgroup/*/*/*/*/lamina"} {
+		dirs, _ := filepath.Glob(pattern)
+		for _, d := range dirs {
+			_ = syscall.Rmdir(d)
+		}
+	}
 }
 
 // RemoveBinaries removes what Binary and StaticBinary built in this test
