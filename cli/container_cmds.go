@@ -317,10 +317,22 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	// starts once the container's directory exists, so that an rmi that
 	// sees the hold finds its holder (holderGone); an rmi that commits
 	// first leaves no image for the hold, which then fails the create.
-	var ref chan error
+	// The directories of its layer and mount are made then too, beside
+	// the record.
+	var ref, dirs chan error
 	err = s.CreateWith(c, func() {
 		ref = make(chan error, 1)
 		go func() { ref <- ls.AddContainerRef(img.ID, id) }()
+		dirs = make(chan error, 1)
+		go func() {
+			for _, d := range []string{"upper", "work", "merged"} {
+				if err := os.Mkdir(c.File(d), 0o755); err != nil {
+					dirs <- err
+					return
+				}
+			}
+			dirs <- nil
+		}()
 	})
 	// undo drops what was made after a failure, the hold last.
 	undo := func(err error) error {
@@ -329,14 +341,21 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 		}
 		return err
 	}
+	var dirErr error
+	if dirs != nil {
+		dirErr = <-dirs
+		if err != nil {
+			// CreateWith removed the directory, maybe before the last
+			// mkdir: what that left goes too.
+			_ = os.RemoveAll(c.File("."))
+		}
+	}
 	if err != nil {
 		return nil, nil, nil, undo(err)
 	}
-	for _, d := range []string{"upper", "work", "merged"} {
-		if err := os.Mkdir(c.File(d), 0o755); err != nil {
-			_ = s.Delete(c)
-			return nil, nil, nil, undo(fmt.Errorf("create container: %w", err))
-		}
+	if dirErr != nil {
+		_ = s.Delete(c)
+		return nil, nil, nil, undo(fmt.Errorf("create container: %w", dirErr))
 	}
 	return c, s, &imageHold{ref: ref, close: ls.Close}, nil
 }
