@@ -317,8 +317,9 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	// starts once the container's directory exists, so that an rmi that
 	// sees the hold finds its holder (holderGone); an rmi that commits
 	// first leaves no image for the hold, which then fails the create.
-	// The directories of its layer and mount are made then too, beside
-	// the record.
+	// The directories of its layer and mount, and the host files it
+	// bind-mounts (runtime.WriteHostFiles), are made then too, beside the
+	// record.
 	var ref, dirs chan error
 	err = s.CreateWith(c, func() {
 		ref = make(chan error, 1)
@@ -331,7 +332,7 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 					return
 				}
 			}
-			dirs <- nil
+			dirs <- runtime.WriteHostFiles(c)
 		}()
 	})
 	// undo drops what was made after a failure, the hold last.
@@ -515,6 +516,7 @@ func newRunCmd(app *App) *cobra.Command {
 			// A monitor run here starts the container's command once its
 			// hold on the image is recorded; a monitor process cannot
 			// wait for it, so the CLI does before starting it.
+			p.Fresh() // createContainer wrote its host files
 			if !p.Gate(hold.result) {
 				if err := hold.failed(s, c); err != nil {
 					p.Abort()

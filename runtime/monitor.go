@@ -54,7 +54,10 @@ type monitor struct {
 	aheadDone chan struct{}
 	// gate, when not nil, must return nil before the container's command
 	// starts (Pending.Gate).
-	gate     func() error
+	gate func() error
+	// fresh: the container was handed over by the CLI in this process
+	// that has just made it, host files included (WriteHostFiles).
+	fresh    bool
 	attached chan struct{} // closed by the first client to attach
 	once     sync.Once
 }
@@ -174,7 +177,7 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan ha
 	case h := <-handoff:
 		c = h.c
 		if c != nil && c.ID == o.ID {
-			m.gate = h.gate
+			m.gate, m.fresh = h.gate, h.fresh
 		}
 	default:
 	}
@@ -267,6 +270,12 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	if err := unix.Flock(int(lockf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("container %s is already running", c.ID[:12])
 	}
+	// What init is given besides its stdio and cgroups, the runtime spec
+	// with its files and the seccomp program, is made on the side from
+	// here on: beside the mount of the root filesystem, which mostly
+	// waits on the kernel.
+	side := make(chan initInputs, 1)
+	go func() { side <- m.initInputs() }()
 
 	logf, err := openLogFile(c.File("ctr.log"))
 	if err != nil {
@@ -279,9 +288,7 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	}
 	// Init is taken (the one spawned ahead, still starting maybe) or
 	// spawned beside the mount of the root filesystem: it then waits
-	// for its bootstrap. The rest of what init is given, the runtime
-	// spec with its files and the seccomp program, is made on the side
-	// too: the mount mostly waits on the kernel.
+	// for its bootstrap.
 	type taken struct {
 		ip  *InitProcess
 		err error
@@ -291,8 +298,6 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		ip, err := m.takeInit(c.Spec, stdio)
 		tc <- taken{ip, err}
 	}()
-	side := make(chan initInputs, 1)
-	go func() { side <- m.initInputs() }()
 	mnt, err := mountRootfs(m.s, c)
 	in := <-side
 	t := <-tc
@@ -632,7 +637,9 @@ var hostFiles = []struct{ name, dest string }{
 }
 
 // runtimeSpec is the container's spec with what only a start knows: the
-// mount point, and /etc/hosts, /etc/hostname and /etc/resolv.conf.
+// mount point, and the bind mounts of /etc/hosts, /etc/hostname and
+// /etc/resolv.conf, whose files it writes (WriteHostFiles) unless the
+// container was made by this process just before (fresh).
 func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
 	// Only the root and the mount list change: the rest is shared with
 	// the container's record, which this process does not change.
@@ -642,6 +649,28 @@ func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
 	root.Path = rootfs
 	spec.Root = &root
 	spec.Mounts = append([]specs.Mount(nil), spec.Mounts...)
+	if !m.fresh {
+		if err := WriteHostFiles(m.c); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range hostFiles {
+		opts := []string{"rbind", "rprivate"}
+		if spec.Root.Readonly {
+			opts = append(opts, "ro")
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: f.dest, Type: "bind", Source: m.c.File(f.name), Options: opts})
+	}
+	return spec, nil
+}
+
+// WriteHostFiles writes into c's directory the files a start bind-mounts
+// at hostFiles' paths: hosts (the host's own with --network host), the
+// hostname, and the host's resolv.conf. A monitor writes them at each
+// start; a run's CLI writes them beside the container's record, so that
+// the monitor it hands the container to need not.
+func WriteHostFiles(c *Container) error {
+	spec := c.Spec
 	hostNet := true
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
@@ -657,16 +686,11 @@ func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
 	content := map[string]string{"hosts": hosts, "hostname": spec.Hostname + "\n", "resolv.conf": string(resolv)}
 	for _, f := range hostFiles {
-		if err := os.WriteFile(m.c.File(f.name), []byte(content[f.name]), 0o644); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.dest, err)
+		if err := os.WriteFile(c.File(f.name), []byte(content[f.name]), 0o644); err != nil {
+			return fmt.Errorf("%s: %w", f.dest, err)
 		}
-		opts := []string{"rbind", "rprivate"}
-		if spec.Root.Readonly {
-			opts = append(opts, "ro")
-		}
-		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: f.dest, Type: "bind", Source: m.c.File(f.name), Options: opts})
 	}
-	return spec, nil
+	return nil
 }
 
 func (m *monitor) listen() (*net.UnixListener, error) {

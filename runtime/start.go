@@ -67,13 +67,23 @@ type Pending struct {
 	handoff chan handed
 	// gate is what Gate was given, handed over with the container.
 	gate func() error
+	// fresh is what Fresh said.
+	fresh bool
 }
 
 // handed is what the CLI hands a monitor run in its process (Pending.Start).
 type handed struct {
 	c    *Container
 	gate func() error // nil: nothing to wait for
+	// fresh: the CLI has just made c, its host files included
+	// (WriteHostFiles).
+	fresh bool
 }
+
+// Fresh tells a monitor run here (PrepareHere) that the container it
+// will be given was made by this process, which wrote its host files
+// (WriteHostFiles): the monitor does not write them again.
+func (p *Pending) Fresh() { p.fresh = true }
 
 // Gate makes a monitor run here (PrepareHere) wait for gate before it
 // starts the container's command, and fail the start with gate's error
@@ -240,7 +250,7 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 	// What a previous start logged would be mistaken for this one's.
 	_ = os.Remove(c.File("monitor.log"))
 	if p.handoff != nil {
-		p.handoff <- handed{c, p.gate} // before the orders, which the monitor waits for
+		p.handoff <- handed{c, p.gate, p.fresh} // before the orders, which the monitor waits for
 	}
 	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
 	_, err = p.id.Write(orders)
