@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"bufio"
 	"errors"
 	"fmt"
@@ -168,6 +169,7 @@ func (f *runFlags) register(c *cobra.Command, run bool) {
 // when it returns: the caller must have hold's result before the
 // container's command runs, and remove the container if it failed.
 func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) (c *runtime.Container, s *runtime.Store, hold *imageHold, err error) {
+	go warmRecordEncoder()
 	ls, err := openStore(app)
 	if err != nil {
 		return nil, nil, nil, err
@@ -360,6 +362,16 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	}
 	return c, s, &imageHold{ref: ref, close: ls.Close}, nil
 }
+
+// warmRecordEncoder builds encoding/json's encoders for a container's
+// record (its runtime spec holds some hundred types, whose encoders a
+// fresh process builds at its first encoding: about 1 ms here) while
+// createContainer resolves the image, so that the record's encoding in
+// CreateWith finds them made. Started at the process's start instead, it
+// competed with the spawn of the container's init and cost more than it
+// saved; from here, three interleaved runs of 100 rounds: 22.1 -> 21.3,
+// 20.4 -> 19.4, 23.0 -> 22.1 ms.
+func warmRecordEncoder() { _, _ = json.Marshal(&runtime.Container{}) }
 
 // imageHold is a new container's reference on its image, which
 // createContainer leaves being recorded: the transaction waits for two
