@@ -1,8 +1,8 @@
 package cli
 
 import (
-	"encoding/json"
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
