@@ -867,3 +867,25 @@ func TestStopWithFileHeldOutside(t *testing.T) {
 		t.Errorf("status %q, want Exited (137)", st)
 	}
 }
+
+// TestHostFiles: a run's container sees the host files its CLI wrote
+// beside its record (runtime.WriteHostFiles); a container started again,
+// by a monitor that did not make it, gets them written again, even when
+// they are gone from its directory.
+func TestHostFiles(t *testing.T) {
+	root := ctrStore(t)
+	const show = "cat /etc/hostname; grep -c localhost /etc/hosts; test -f /etc/resolv.conf && echo resolv"
+	out := ok(t, root, "run", "--name", "hf", "--hostname", "first", "busybox", "sh", "-c", show)
+	if out != "first\n2\nresolv\n" {
+		t.Fatalf("run: %q", out)
+	}
+	id := strings.TrimSpace(ok(t, root, "inspect", "-f", "{{.Id}}", "hf"))
+	for _, f := range []string{"hosts", "hostname", "resolv.conf"} {
+		if err := os.Remove(filepath.Join(root, "containers", id, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := ok(t, root, "start", "-a", "hf"); out != "first\n2\nresolv\n" {
+		t.Fatalf("start after the host files were removed: %q", out)
+	}
+}
