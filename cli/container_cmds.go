@@ -168,7 +168,13 @@ func (f *runFlags) register(c *cobra.Command, run bool) {
 // takes a reference on the image. The reference is still being recorded
 // when it returns: the caller must have hold's result before the
 // container's command runs, and remove the container if it failed.
-func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) (c *runtime.Container, s *runtime.Store, hold *imageHold, err error) {
+//
+// p, when not nil, is the monitor prepared to run the container: one run
+// in this process is handed the container (Pending.Handoff) as soon as
+// its directories and host files exist, and mounts its root filesystem
+// and bootstraps its init while the record is written. It starts the
+// command once the record is complete and the hold recorded.
+func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string, p *runtime.Pending) (c *runtime.Container, s *runtime.Store, hold *imageHold, err error) {
 	go warmRecordEncoder()
 	ls, err := openStore(app)
 	if err != nil {
@@ -320,22 +326,36 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 	// sees the hold finds its holder (holderGone); an rmi that commits
 	// first leaves no image for the hold, which then fails the create.
 	// The directories of its layer and mount, and the host files it
-	// bind-mounts (runtime.WriteHostFiles), are made then too, beside the
-	// record.
-	var ref, dirs chan error
-	err = s.CreateWith(c, func() {
+	// bind-mounts (runtime.WriteHostFiles), are made then too, and the
+	// container handed to p's monitor (see above).
+	var ref chan error
+	var h *imageHold
+	err = s.CreateWith(c, func() (func(error), error) {
 		ref = make(chan error, 1)
 		go func() { ref <- ls.AddContainerRef(img.ID, id) }()
-		dirs = make(chan error, 1)
-		go func() {
-			for _, d := range []string{"upper", "work", "merged"} {
-				if err := os.Mkdir(c.File(d), 0o755); err != nil {
-					dirs <- err
-					return
-				}
+		h = &imageHold{ref: ref, close: ls.Close}
+		for _, d := range []string{"upper", "work", "merged"} {
+			if err := os.Mkdir(c.File(d), 0o755); err != nil {
+				return nil, fmt.Errorf("create container: %w", err)
 			}
-			dirs <- runtime.WriteHostFiles(c)
-		}()
+		}
+		if err := runtime.WriteHostFiles(c); err != nil {
+			return nil, fmt.Errorf("create container: %w", err)
+		}
+		if p == nil {
+			return nil, nil
+		}
+		p.Fresh()
+		p.Gate(h.result)
+		if !p.Handoff(c) {
+			return nil, nil
+		}
+		// A record that fails stops the monitor, which lets go of the
+		// container's directory (its union unmounted) before it goes.
+		return func(err error) {
+			p.Recorded(err)
+			<-p.Done()
+		}, nil
 	})
 	// undo drops what was made after a failure, the hold last.
 	undo := func(err error) error {
@@ -344,23 +364,13 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string) 
 		}
 		return err
 	}
-	var dirErr error
-	if dirs != nil {
-		dirErr = <-dirs
-		if err != nil {
-			// CreateWith removed the directory, maybe before the last
-			// mkdir: what that left goes too.
-			_ = os.RemoveAll(c.File("."))
-		}
-	}
 	if err != nil {
 		return nil, nil, nil, undo(err)
 	}
-	if dirErr != nil {
-		_ = s.Delete(c)
-		return nil, nil, nil, undo(fmt.Errorf("create container: %w", dirErr))
+	if p != nil && p.Early() {
+		p.Recorded(nil)
 	}
-	return c, s, &imageHold{ref: ref, close: ls.Close}, nil
+	return c, s, h, nil
 }
 
 // warmRecordEncoder builds encoding/json's encoders for a container's
@@ -484,7 +494,7 @@ func newCreateCmd(app *App) *cobra.Command {
 		Short: "Create a new container",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, s, hold, err := createContainer(app, f, runtime.NewID(), args[0], args[1:])
+			c, s, hold, err := createContainer(app, f, runtime.NewID(), args[0], args[1:], nil)
 			if err != nil {
 				return err
 			}
@@ -520,16 +530,16 @@ func newRunCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, _, hold, err := createContainer(app, f, id, args[0], args[1:])
+			c, _, hold, err := createContainer(app, f, id, args[0], args[1:], p)
 			if err != nil {
 				p.Abort()
 				return err
 			}
-			// A monitor run here starts the container's command once its
-			// hold on the image is recorded; a monitor process cannot
-			// wait for it, so the CLI does before starting it.
-			p.Fresh() // createContainer wrote its host files
-			if !p.Gate(hold.result) {
+			// A monitor run here was handed the container early and
+			// starts its command once its hold on the image is recorded;
+			// a monitor process cannot wait for it, so the CLI does
+			// before starting it.
+			if !p.Early() {
 				if err := hold.failed(s, c); err != nil {
 					p.Abort()
 					return err

@@ -57,7 +57,10 @@ type monitor struct {
 	gate func() error
 	// fresh: the container was handed over by the CLI in this process
 	// that has just made it, host files included (WriteHostFiles).
-	fresh    bool
+	fresh bool
+	// aborted, when not nil, is closed when the CLI gives up on a start
+	// it handed over early (Pending.Handoff).
+	aborted  <-chan struct{}
 	attached chan struct{} // closed by the first client to attach
 	once     sync.Once
 }
@@ -177,7 +180,7 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan ha
 	case h := <-handoff:
 		c = h.c
 		if c != nil && c.ID == o.ID {
-			m.gate, m.fresh = h.gate, h.fresh
+			m.gate, m.fresh, m.aborted = h.gate, h.fresh, h.aborted
 		}
 	default:
 	}
@@ -382,6 +385,8 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		m.sendReport(nil)
 		select {
 		case <-m.attached:
+		case <-m.aborted: // nil but for an early handoff
+			return abort(errAborted)
 		case <-time.After(60 * time.Second):
 		}
 	}
@@ -525,6 +530,11 @@ func (m *monitor) updateState(f func(*State)) error {
 // recordNotStarted records a command that could not run: docker leaves
 // such a container "created" with the exit code and the error.
 func (m *monitor) recordNotStarted(err error) {
+	if m.gate != nil {
+		// A container handed over early (Pending.Handoff): its record,
+		// state included, is written once the gate has answered.
+		_ = m.gate()
+	}
 	code := 125
 	var ee *ExecError
 	if errors.As(err, &ee) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -69,6 +70,13 @@ type Pending struct {
 	gate func() error
 	// fresh is what Fresh said.
 	fresh bool
+	// early: Handoff gave the monitor the container before its record
+	// was complete; recorded then takes the record's outcome (Recorded),
+	// and aborted is closed by Abort.
+	early     bool
+	recorded  chan error
+	aborted   chan struct{}
+	abortOnce sync.Once
 }
 
 // handed is what the CLI hands a monitor run in its process (Pending.Start).
@@ -78,6 +86,72 @@ type handed struct {
 	// fresh: the CLI has just made c, its host files included
 	// (WriteHostFiles).
 	fresh bool
+	// aborted, when not nil, is closed when the CLI gives up on the
+	// start (Pending.Abort after Handoff).
+	aborted <-chan struct{}
+}
+
+// errAborted is a start's error when its CLI gave it up.
+var errAborted = errors.New("start aborted")
+
+// Handoff gives a monitor run here (PrepareHere) container c as soon as
+// its directories and host files exist, before its record is complete:
+// the monitor mounts its root filesystem and bootstraps its init while
+// the CLI writes the record, and starts the command only once Recorded
+// has said it is complete (and Gate's gate has opened). The CLI must call
+// Recorded, or Abort, which waits for the monitor to end (its union
+// unmounted) before the CLI removes what it made. Gate and Fresh, if
+// wanted, are called before. A monitor process cannot (false): the
+// container then goes to it with Start.
+func (p *Pending) Handoff(c *Container) bool {
+	if p.handoff == nil {
+		return false
+	}
+	p.early = true
+	p.recorded = make(chan error, 1)
+	p.aborted = make(chan struct{})
+	gate := p.gate
+	p.handoff <- handed{c: c, gate: func() error { return p.earlyGate(gate) }, fresh: p.fresh, aborted: p.aborted}
+	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
+	_, _ = p.id.Write(orders) // a pipe to this process: its reader is there
+	p.id.Close()
+	return true
+}
+
+// Early reports whether Handoff gave the monitor its container.
+func (p *Pending) Early() bool { return p.early }
+
+// Recorded tells the monitor given a container by Handoff that its record
+// is complete (nil) or failed; only the first outcome counts.
+func (p *Pending) Recorded(err error) {
+	select {
+	case p.recorded <- err:
+	default:
+	}
+}
+
+// earlyGate is a handed-off container's gate: its record complete, the
+// start not aborted, then gate.
+func (p *Pending) earlyGate(gate func() error) error {
+	var err error
+	select {
+	case err = <-p.recorded:
+		p.recorded <- err // for the next asker
+	case <-p.aborted:
+		return errAborted
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.aborted:
+		return errAborted
+	default:
+	}
+	if gate != nil {
+		return gate()
+	}
+	return nil
 }
 
 // Fresh tells a monitor run here (PrepareHere) that the container it
@@ -230,6 +304,9 @@ func (p *Pending) close() {
 
 // Abort ends p's monitor, which never gets a container, and waits for it.
 func (p *Pending) Abort() {
+	if p.early {
+		p.abortOnce.Do(func() { close(p.aborted) })
+	}
 	p.close()
 	p.wait()
 }
@@ -247,14 +324,16 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 			return nil, err
 		}
 	}
-	// What a previous start logged would be mistaken for this one's.
-	_ = os.Remove(c.File("monitor.log"))
-	if p.handoff != nil {
-		p.handoff <- handed{c, p.gate, p.fresh} // before the orders, which the monitor waits for
+	if !p.early {
+		// What a previous start logged would be mistaken for this one's.
+		_ = os.Remove(c.File("monitor.log"))
+		if p.handoff != nil {
+			p.handoff <- handed{c: c, gate: p.gate, fresh: p.fresh} // before the orders, which the monitor waits for
+		}
+		orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
+		_, err = p.id.Write(orders)
+		p.id.Close()
 	}
-	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
-	_, err = p.id.Write(orders)
-	p.id.Close()
 	if err != nil {
 		p.Abort()
 		if a != nil {

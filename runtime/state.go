@@ -215,8 +215,11 @@ func (s *Store) Create(c *Container) error { return s.CreateWith(c, nil) }
 
 // CreateWith is Create that calls made, when not nil, as soon as the
 // container's directory exists (the container then holds what it names:
-// see the CLI's holderGone), while the rest of the record is written.
-func (s *Store) CreateWith(c *Container, made func()) error {
+// see the CLI's holderGone), while the rest of the record is written. An
+// error from made fails the create; the undo it returns, when not nil,
+// is called with the error if the record then fails, before the
+// directory is removed.
+func (s *Store) CreateWith(c *Container, made func() (undo func(error), err error)) error {
 	unlock, err := s.Lock()
 	if err != nil {
 		return err
@@ -247,8 +250,19 @@ func (s *Store) CreateWith(c *Container, made func()) error {
 	if err := os.Mkdir(c.dir, 0o700); err != nil {
 		return fmt.Errorf("container dir: %w", err)
 	}
+	var undo func(error)
 	if made != nil {
-		made()
+		if undo, err = made(); err != nil {
+			os.RemoveAll(c.dir)
+			return err
+		}
+	}
+	fail := func(err error) error {
+		if undo != nil {
+			undo(err)
+		}
+		os.RemoveAll(c.dir)
+		return err
 	}
 	// The state is written beside the record, whose encoding takes the
 	// longer (a fresh process builds encoding/json's encoders for the
@@ -261,12 +275,10 @@ func (s *Store) CreateWith(c *Container, made func()) error {
 		err = serr
 	}
 	if err != nil {
-		os.RemoveAll(c.dir)
-		return err
+		return fail(err)
 	}
 	if err := writeName(c); err != nil {
-		os.RemoveAll(c.dir)
-		return err
+		return fail(err)
 	}
 	return nil
 }
