@@ -72,7 +72,9 @@ type Pending struct {
 	fresh bool
 	// early: Handoff gave the monitor the container before its record
 	// was complete; recorded then takes the record's outcome (Recorded),
-	// and aborted is closed by Abort.
+	// and aborted is closed by Abort. mu guards early and aborted, which
+	// a signal's Abort (the CLI's host) reads from another goroutine.
+	mu        sync.Mutex
 	early     bool
 	recorded  chan error
 	aborted   chan struct{}
@@ -107,9 +109,11 @@ func (p *Pending) Handoff(c *Container) bool {
 	if p.handoff == nil {
 		return false
 	}
+	p.mu.Lock()
 	p.early = true
 	p.recorded = make(chan error, 1)
 	p.aborted = make(chan struct{})
+	p.mu.Unlock()
 	gate := p.gate
 	p.handoff <- handed{c: c, gate: func() error { return p.earlyGate(gate) }, fresh: p.fresh, aborted: p.aborted}
 	orders, _ := json.Marshal(monitorOrders{Root: p.root, ID: c.ID, Attach: p.conn != nil})
@@ -119,7 +123,11 @@ func (p *Pending) Handoff(c *Container) bool {
 }
 
 // Early reports whether Handoff gave the monitor its container.
-func (p *Pending) Early() bool { return p.early }
+func (p *Pending) Early() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.early
+}
 
 // Recorded tells the monitor given a container by Handoff that its record
 // is complete (nil) or failed; only the first outcome counts.
@@ -304,7 +312,7 @@ func (p *Pending) close() {
 
 // Abort ends p's monitor, which never gets a container, and waits for it.
 func (p *Pending) Abort() {
-	if p.early {
+	if p.Early() {
 		p.abortOnce.Do(func() { close(p.aborted) })
 	}
 	p.close()
@@ -324,7 +332,7 @@ func (p *Pending) Start(c *Container, o AttachOptions) (*Attachment, error) {
 			return nil, err
 		}
 	}
-	if !p.early {
+	if !p.Early() {
 		// What a previous start logged would be mistaken for this one's.
 		_ = os.Remove(c.File("monitor.log"))
 		if p.handoff != nil {
