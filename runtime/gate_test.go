@@ -30,44 +30,11 @@ func TestGate(t *testing.T) {
 		{"fails", errors.New("image is being removed")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			shared := t.TempDir()
-			s, err := OpenStore(t.TempDir())
-			if err != nil {
+			s, c, ran := touchContainer(t, rootfs, "gated-"+tc.name)
+			if err := s.CreateWith(c, mkContainerDirs(c)); err != nil {
 				t.Fatal(err)
 			}
-			id := NewID()
-			dir := filepath.Join(s.dir, id)
-			spec, err := NewSpec(id, filepath.Join(dir, "merged"), Options{
-				Args: []string{"/bin/touch", "/shared/ran"}, Network: "none",
-				Binds: []string{shared + ":/shared"},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := &Container{ID: id, Name: "gated-" + tc.name, Spec: spec, Driver: DriverOverlay,
-				Layers: driver.Layers{Lower: []string{rootfs}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}}
-			if err := s.Create(c); err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range []string{"upper", "work", "merged"} {
-				if err := os.Mkdir(c.File(d), 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			p, err := s.PrepareHere(false, id, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				select {
-				case <-p.Done():
-				case <-time.After(30 * time.Second):
-					t.Error("the monitor did not end")
-				}
-				if err := s.Delete(c); err != nil {
-					t.Error(err)
-				}
-			})
+			p := prepareHere(t, s, c)
 			release := make(chan struct{})
 			var asked atomic.Bool
 			if !p.Gate(func() error { asked.Store(true); <-release; return tc.err }) {
@@ -88,10 +55,6 @@ func TestGate(t *testing.T) {
 			}
 			// Asked, the gate holds: the command must not run meanwhile.
 			time.Sleep(300 * time.Millisecond)
-			ran := func() bool {
-				_, err := os.Stat(filepath.Join(shared, "ran"))
-				return err == nil
-			}
 			if ran() {
 				close(release)
 				t.Fatal("the command ran before the gate opened")
@@ -103,7 +66,7 @@ func TestGate(t *testing.T) {
 			default:
 			}
 			close(release)
-			err = <-done
+			err := <-done
 			if tc.err != nil {
 				if err == nil || !strings.Contains(err.Error(), tc.err.Error()) {
 					t.Fatalf("start: %v, want the gate's error %q", err, tc.err)
@@ -129,16 +92,7 @@ func TestGate(t *testing.T) {
 		})
 	}
 	t.Run("monitor process", func(t *testing.T) {
-		s, err := OpenStore(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := s.Prepare(false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Abort()
-		if p.Gate(func() error { return nil }) {
+		if monitorProcess(t).Gate(func() error { return nil }) {
 			t.Error("a monitor process took a gate it cannot wait for")
 		}
 	})
@@ -161,33 +115,14 @@ func TestHandoff(t *testing.T) {
 	}
 	for _, tc := range []string{"recorded", "record failed", "aborted"} {
 		t.Run(tc, func(t *testing.T) {
-			shared := t.TempDir()
-			s, err := OpenStore(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			id := NewID()
-			dir := filepath.Join(s.dir, id)
-			spec, err := NewSpec(id, filepath.Join(dir, "merged"), Options{
-				Args: []string{"/bin/touch", "/shared/ran"}, Network: "none",
-				Binds: []string{shared + ":/shared"},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := &Container{ID: id, Name: "handed", Spec: spec, Driver: DriverOverlay,
-				Layers: driver.Layers{Lower: []string{rootfs}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}}
-			p, err := s.PrepareHere(false, id, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, c, ran := touchContainer(t, rootfs, "handed")
+			p := prepareHere(t, s, c)
 			// As createContainer does: the directories first, then the
 			// hand-over, then the record.
-			err = s.CreateWith(c, func() (func(error), error) {
-				for _, d := range []string{"upper", "work", "merged"} {
-					if err := os.Mkdir(c.File(d), 0o755); err != nil {
-						return nil, err
-					}
+			mkdirs := mkContainerDirs(c)
+			err := s.CreateWith(c, func() (func(error), error) {
+				if _, err := mkdirs(); err != nil {
+					return nil, err
 				}
 				if !p.Handoff(c) {
 					t.Error("a monitor run here refused the hand-over")
@@ -196,18 +131,6 @@ func TestHandoff(t *testing.T) {
 			})
 			if err != nil {
 				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				select {
-				case <-p.Done():
-				case <-time.After(30 * time.Second):
-					t.Error("the monitor did not end")
-				}
-				_ = s.Delete(c)
-			})
-			ran := func() bool {
-				_, err := os.Stat(filepath.Join(shared, "ran"))
-				return err == nil
 			}
 			// The monitor mounts and bootstraps, and waits.
 			deadline := time.Now().Add(20 * time.Second)
@@ -246,17 +169,86 @@ func TestHandoff(t *testing.T) {
 		})
 	}
 	t.Run("monitor process", func(t *testing.T) {
-		s, err := OpenStore(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := s.Prepare(false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Abort()
-		if p.Handoff(&Container{ID: NewID()}) {
+		if monitorProcess(t).Handoff(&Container{ID: NewID()}) {
 			t.Error("a monitor process took a hand-over")
 		}
 	})
+}
+
+// touchContainer returns a new store and, not yet created in it, a
+// container on rootfs (the overlay driver: no FUSE server in the test
+// process) whose command touches a file; ran reports whether it did.
+func touchContainer(t *testing.T, rootfs, name string) (s *Store, c *Container, ran func() bool) {
+	t.Helper()
+	shared := t.TempDir()
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := NewID()
+	dir := filepath.Join(s.dir, id)
+	spec, err := NewSpec(id, filepath.Join(dir, "merged"), Options{
+		Args: []string{"/bin/touch", "/shared/ran"}, Network: "none",
+		Binds: []string{shared + ":/shared"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = &Container{ID: id, Name: name, Spec: spec, Driver: DriverOverlay,
+		Layers: driver.Layers{Lower: []string{rootfs}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}}
+	ran = func() bool {
+		_, err := os.Stat(filepath.Join(shared, "ran"))
+		return err == nil
+	}
+	return s, c, ran
+}
+
+// mkContainerDirs is a CreateWith hook that makes c's layer and mount
+// directories, as the CLI's createContainer does.
+func mkContainerDirs(c *Container) func() (func(error), error) {
+	return func() (func(error), error) {
+		for _, d := range []string{"upper", "work", "merged"} {
+			if err := os.Mkdir(c.File(d), 0o755); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
+}
+
+// prepareHere prepares a monitor in the test process for c, and waits at
+// the test's end for it to end before c is deleted.
+func prepareHere(t *testing.T, s *Store, c *Container) *Pending {
+	t.Helper()
+	p, err := s.PrepareHere(false, c.ID, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.Done():
+		case <-time.After(30 * time.Second):
+			t.Error("the monitor did not end")
+		}
+		if err := s.Delete(c); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}
+
+// monitorProcess prepares a monitor process (lamina __monitor), aborted
+// at the test's end.
+func monitorProcess(t *testing.T) *Pending {
+	t.Helper()
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Prepare(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Abort)
+	return p
 }
