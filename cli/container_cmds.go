@@ -312,6 +312,7 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string, 
 			Privileged: f.privileged, CapAdd: f.capAdd, CapDrop: f.capDrop, SecurityOpt: f.secOpt,
 			Memory: opts.Memory, NanoCpus: int64(f.cpus * 1e9), PidsLimit: f.pidsLimit, NetworkMode: f.network,
 		},
+		Run:    opts,
 		Spec:   spec,
 		Driver: drv,
 		Layers: driver.Layers{Lower: lower, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")},
@@ -374,13 +375,11 @@ func createContainer(app *App, f *runFlags, id, image string, cmdArgs []string, 
 }
 
 // warmRecordEncoder builds encoding/json's encoders for a container's
-// record (its runtime spec holds some hundred types, whose encoders a
-// fresh process builds at its first encoding: about 1 ms here) while
+// record (a fresh process builds them at its first encoding) while
 // createContainer resolves the image, so that the record's encoding in
 // CreateWith finds them made. Started at the process's start instead, it
 // competed with the spawn of the container's init and cost more than it
-// saved; from here, three interleaved runs of 100 rounds: 22.1 -> 21.3,
-// 20.4 -> 19.4, 23.0 -> 22.1 ms.
+// saved.
 func warmRecordEncoder() { _, _ = json.Marshal(&runtime.Container{}) }
 
 // imageHold is a new container's reference on its image, which

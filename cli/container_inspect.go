@@ -93,10 +93,7 @@ func toContainerInspect(c *runtime.Container, st *runtime.State) inspectContaine
 	if c.Args == nil {
 		d.Args = []string{}
 	}
-	for _, m := range c.Spec.Mounts {
-		if m.Type != "bind" {
-			continue
-		}
+	for _, m := range c.BindMounts() {
 		rw, mode := true, ""
 		for _, o := range m.Options {
 			if o == "ro" {

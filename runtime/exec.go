@@ -44,10 +44,14 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 	if len(o.Args) == 0 {
 		return 125, errors.New("no command specified")
 	}
-	proc := *c.Spec.Process
+	spec, err := c.RuntimeSpec()
+	if err != nil {
+		return 125, err
+	}
+	proc := *spec.Process
 	proc.Args = o.Args
 	proc.Terminal = o.Tty
-	proc.Env = mergeEnv(c.Spec.Process.Env, o.Env)
+	proc.Env = mergeEnv(spec.Process.Env, o.Env)
 	if o.Cwd != "" {
 		proc.Cwd = o.Cwd
 	}
@@ -55,13 +59,13 @@ func (s *Store) Exec(c *Container, o ExecOptions, stdin io.Reader, stdout, stder
 		all := initproc.AllCapNames()
 		proc.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 	}
-	user := c.Spec.Annotations[UserAnnotation]
+	user := spec.Annotations[UserAnnotation]
 	if o.User != "" {
 		user = o.User
 	}
 	req := &initproc.ExecRequest{Process: &proc, User: user}
-	if c.Spec.Linux != nil && !o.Privileged {
-		if req.Filter, err = seccompFilter(s.seccompDir(), c.Spec.Linux.Seccomp); err != nil {
+	if spec.Linux != nil && !o.Privileged {
+		if req.Filter, err = seccompFilter(s.seccompDir(), spec.Linux.Seccomp); err != nil {
 			return 125, err
 		}
 	}

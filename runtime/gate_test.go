@@ -187,14 +187,11 @@ func touchContainer(t *testing.T, rootfs, name string) (s *Store, c *Container, 
 	}
 	id := NewID()
 	dir := filepath.Join(s.dir, id)
-	spec, err := NewSpec(id, filepath.Join(dir, "merged"), Options{
-		Args: []string{"/bin/touch", "/shared/ran"}, Network: "none",
-		Binds: []string{shared + ":/shared"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c = &Container{ID: id, Name: name, Spec: spec, Driver: DriverOverlay,
+	c = &Container{ID: id, Name: name, Driver: DriverOverlay,
+		Run: Options{
+			Args: []string{"/bin/touch", "/shared/ran"}, Network: "none",
+			Binds: []string{shared + ":/shared"},
+		},
 		Layers: driver.Layers{Lower: []string{rootfs}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}}
 	ran = func() bool {
 		_, err := os.Stat(filepath.Join(shared, "ran"))

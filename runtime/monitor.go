@@ -189,6 +189,9 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan ha
 			return err
 		}
 	}
+	if _, err := c.RuntimeSpec(); err != nil {
+		return err
+	}
 	return m.run(c, onExit)
 }
 
@@ -680,7 +683,10 @@ func (m *monitor) runtimeSpec(rootfs string) (*specs.Spec, error) {
 // start; a run's CLI writes them beside the container's record, so that
 // the monitor it hands the container to need not.
 func WriteHostFiles(c *Container) error {
-	spec := c.Spec
+	spec, err := c.RuntimeSpec()
+	if err != nil {
+		return err
+	}
 	hostNet := true
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
@@ -852,20 +858,18 @@ func connFd(c *net.UnixConn) int {
 	return fd
 }
 
-// warmJSON decodes a container record shaped like a real one while the
-// monitor waits for its orders: a process's first decode pays for
-// faulting in the decoder's code and building its type caches (about 2 ms
-// here), and the real record is decoded on the path of the container's
-// start.
+// warmJSON decodes a container record shaped like a real one, and builds
+// its runtime spec, while the monitor waits for its orders: a process's
+// first decode pays for faulting in the decoder's code and building its
+// type caches, and the real record is decoded on the path of the
+// container's start.
 func warmJSON() {
-	spec, err := NewSpec("0", "/", Options{Args: []string{"true"}, Network: "none"})
-	if err != nil {
-		return
-	}
-	b, err := json.Marshal(&Container{ID: "0", Spec: spec})
+	b, err := json.Marshal(&Container{ID: "0", Run: Options{Args: []string{"true"}, Network: "none"}})
 	if err != nil {
 		return
 	}
 	var c Container
-	_ = json.Unmarshal(b, &c)
+	if json.Unmarshal(b, &c) == nil {
+		_, _ = c.RuntimeSpec()
+	}
 }

@@ -145,15 +145,12 @@ func TestPtraceMonitor(t *testing.T) {
 	/h/ptracer attach $mon
 	/h/ptracer seize $mon
 } >/shared/out 2>&1`
-	spec, err := NewSpec(id, filepath.Join(s.dir, id, "merged"), Options{
-		Args: []string{"/bin/sh", "-c", script}, Network: "none",
-		Binds: []string{helper + ":/h:ro", shared + ":/shared"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := filepath.Join(s.dir, id)
-	c := &Container{ID: id, Name: "ptrace-monitor", Spec: spec, Driver: DriverOverlay,
+	c := &Container{ID: id, Name: "ptrace-monitor", Driver: DriverOverlay,
+		Run: Options{
+			Args: []string{"/bin/sh", "-c", script}, Network: "none",
+			Binds: []string{helper + ":/h:ro", shared + ":/shared"},
+		},
 		Layers: driver.Layers{Lower: []string{rootfs}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}}
 	if err := s.Create(c); err != nil {
 		t.Fatal(err)

@@ -4,11 +4,13 @@
 // user) and execs the user's command, exec into a running container, and the
 // container's state and logs on disk.
 //
-// A container's configuration is an OCI runtime spec (specs.Spec): the same
-// document runc and crun take, so the order of operations and the security
-// lessons of runc apply one to one, and a spec can be compared against
-// theirs. What the spec has no field for (the user as a name to resolve in
-// the image, the storage driver) lives beside it in Container.
+// A container is run by an OCI runtime spec (specs.Spec): the same document
+// runc and crun take, so the order of operations and the security lessons
+// of runc apply one to one, and a spec can be compared against theirs. Its
+// record keeps the docker-run options the spec is built from (Options), as
+// docker keeps its config: the spec is built at each start. What the spec
+// has no field for (the user as a name to resolve in the image, the
+// storage driver) lives beside it in Container.
 package runtime
 
 import (
@@ -23,7 +25,9 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// Options are the docker-run flags that shape a container's spec.
+// Options are the docker-run flags that shape a container's spec. They are
+// part of a container's record (Container.Run): a field renamed, or given
+// another meaning, needs the records that have it converted.
 type Options struct {
 	Args       []string // command and arguments (entrypoint already applied)
 	Env        []string // KEY=VALUE, image's then the user's
@@ -294,9 +298,47 @@ func defaultMounts(privileged bool) []specs.Mount {
 	}
 }
 
-// parseBind parses -v HOST:CTR[:ro|rw]. Only absolute host paths are bind
-// mounts; named volumes are not supported yet.
+// parseBind parses -v HOST:CTR[:ro|rw] and checks that the host path is
+// there. Only absolute host paths are bind mounts; named volumes are not
+// supported yet.
 func parseBind(b string) (specs.Mount, error) {
+	m, err := parseBindSyntax(b)
+	if err != nil {
+		return specs.Mount{}, err
+	}
+	if _, err := os.Stat(m.Source); err != nil {
+		return specs.Mount{}, fmt.Errorf("invalid volume specification %q: %w", b, err)
+	}
+	return m, nil
+}
+
+// BindMounts returns c's bind mounts (-v) as its spec has them, without
+// looking at the host: inspect shows them whether or not their sources
+// are still there. Those that do not parse are left out.
+func (c *Container) BindMounts() []specs.Mount {
+	var out []specs.Mount
+	if len(c.Run.Args) == 0 { // an older record: its spec has them
+		spec, err := c.RuntimeSpec()
+		if err != nil {
+			return nil
+		}
+		for _, m := range spec.Mounts {
+			if m.Type == "bind" {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	for _, b := range c.Run.Binds {
+		if m, err := parseBindSyntax(b); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// parseBindSyntax is parseBind without the look at the host.
+func parseBindSyntax(b string) (specs.Mount, error) {
 	parts := strings.Split(b, ":")
 	if len(parts) < 2 || len(parts) > 3 {
 		return specs.Mount{}, fmt.Errorf("invalid volume specification: %q", b)
@@ -307,9 +349,6 @@ func parseBind(b string) (specs.Mount, error) {
 	}
 	if !path.IsAbs(dst) || path.Clean(dst) == "/" {
 		return specs.Mount{}, fmt.Errorf("invalid volume specification %q: destination must be an absolute path other than /", b)
-	}
-	if _, err := os.Stat(src); err != nil {
-		return specs.Mount{}, fmt.Errorf("invalid volume specification %q: %w", b, err)
 	}
 	opts := []string{"rbind", "rprivate"}
 	if len(parts) == 3 {

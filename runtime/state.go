@@ -81,9 +81,20 @@ type Container struct {
 	ImageName  string // the reference the user gave
 	Config     Config
 	HostConfig HostConfig
-	// Spec is the OCI runtime spec the container runs with; its root path
-	// is the mount point.
-	Spec *specs.Spec
+	// Run is what the container runs, as the user asked for it: docker's
+	// run flags resolved against the image. Its runtime spec is built from
+	// it at each start (RuntimeSpec), as docker builds one from its
+	// config, and not stored: encoding/json builds an encoder for every
+	// type a value's type can reach, some hundred for specs.Spec, which
+	// cost 1-2 ms of CPU in every run.
+	Run Options
+	// Spec is the OCI runtime spec the container runs with, its root path
+	// the mount point: set by whoever made the container, else built by
+	// RuntimeSpec. Not part of the record.
+	Spec *specs.Spec `json:"-"`
+	// LegacySpec is the spec a record from before Run holds, kept as it
+	// was written (RuntimeSpec decodes it).
+	LegacySpec json.RawMessage `json:"Spec,omitempty"`
 	// Driver is the storage driver; Layers the union it mounts.
 	Driver string
 	Layers driver.Layers
@@ -91,6 +102,30 @@ type Container struct {
 	ImageSize int64
 
 	dir string
+}
+
+// RuntimeSpec returns c's runtime spec: Spec if set, else the one built
+// from Run (NewSpec) or, for an older record, the one it holds; then kept
+// in Spec. Not safe for concurrent use: a monitor asks for it before it
+// starts anything, exec and inspect once.
+func (c *Container) RuntimeSpec() (*specs.Spec, error) {
+	if c.Spec != nil {
+		return c.Spec, nil
+	}
+	if len(c.Run.Args) == 0 && len(c.LegacySpec) > 0 {
+		var spec specs.Spec
+		if err := json.Unmarshal(c.LegacySpec, &spec); err != nil {
+			return nil, fmt.Errorf("container %s: runtime spec: %w", c.ID, err)
+		}
+		c.Spec = &spec
+		return c.Spec, nil
+	}
+	spec, err := NewSpec(c.ID, c.File("merged"), c.Run)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	c.Spec = spec
+	return spec, nil
 }
 
 // State is a container's run state (state.json), with docker's names.

@@ -1,11 +1,15 @@
 package runtime
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Names are checked against every container, those made before name files
@@ -124,6 +128,116 @@ func TestUnlist(t *testing.T) {
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), removingPrefix) {
 			t.Errorf("%s left after reclaim", e.Name())
+		}
+	}
+}
+
+// A record keeps the options a container was made with, not its runtime
+// spec, which a start builds from them (RuntimeSpec); a record from before
+// that keeps its spec, which is what such a container runs with, through
+// loads and saves. Bind mounts show whether or not their sources remain.
+func TestRecordSpec(t *testing.T) {
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	opts := Options{Args: []string{"/bin/sh", "-c", "true"}, Env: []string{"A=1"}, Hostname: "h1",
+		CapDrop: []string{"NET_RAW"}, Memory: 64 << 20, Binds: []string{src + ":/data:ro"}}
+	c := &Container{ID: NewID(), Name: "now", Run: opts}
+	if err := s.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	want, err := NewSpec(c.ID, c.File("merged"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, err := os.ReadFile(c.File("config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(record, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fields["Spec"]; ok {
+		t.Errorf("the record holds a runtime spec: %.200s", record)
+	}
+	loaded, err := s.Load(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := loaded.RuntimeSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("spec built from the record:\n%+v\nwant\n%+v", got, want)
+	}
+	wantBind := []specs.Mount{{Destination: "/data", Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "ro"}}}
+	if b := loaded.BindMounts(); !reflect.DeepEqual(b, wantBind) {
+		t.Errorf("bind mounts %+v, want %+v", b, wantBind)
+	}
+	// A bind source gone: the start fails, the mount still shows.
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.Load(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gone.RuntimeSpec(); err == nil || !strings.Contains(err.Error(), "invalid volume specification") {
+		t.Errorf("spec with its bind source gone: %v", err)
+	}
+	if b := gone.BindMounts(); !reflect.DeepEqual(b, wantBind) {
+		t.Errorf("bind mounts with the source gone %+v, want %+v", b, wantBind)
+	}
+
+	// An older record: its spec, no options. Its hostname is one NewSpec
+	// would not give it.
+	old := &Container{ID: NewID(), Name: "old"}
+	if err := s.Create(old); err != nil {
+		t.Fatal(err)
+	}
+	oldSpec, err := NewSpec(old.ID, old.File("merged"), Options{Args: []string{"/bin/true"}, Hostname: "legacy-host", Binds: []string{t.TempDir() + ":/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	b, err := json.Marshal(old)
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "Run")
+	rec["Spec"] = oldSpec
+	if b, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old.File("config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // as loaded, then after a rename saved it
+		l, err := s.Load(old.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := l.RuntimeSpec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, oldSpec) {
+			t.Errorf("pass %d: the older record's spec:\n%+v\nwant\n%+v", i, got, oldSpec)
+		}
+		if b := l.BindMounts(); len(b) != 1 || b[0].Destination != "/x" {
+			t.Errorf("pass %d: the older record's bind mounts: %+v", i, b)
+		}
+		if i == 0 {
+			if err := s.Rename(l, "older"); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
