@@ -182,12 +182,35 @@ func RecvSync(f *os.File) (SyncMsg, []*os.File, error) {
 				}
 			}
 		}
-		if err := json.Unmarshal(buf[:n], &m); err != nil {
+		if err := decodeSync(buf[:n], &m); err != nil {
 			CloseFiles(files)
 			return m, nil, fmt.Errorf("sync: bad message: %w", err)
 		}
 		return m, files, nil
 	}
+}
+
+// decodeSync decodes a message into m: as a syncHeader, and as the whole
+// SyncMsg only when it carries a spec, an exec request or a user
+// database. Decoding into a SyncMsg builds what encoding one does (see
+// syncHeader: encoding/json's field cache makes the encoders of the
+// fields' types), which the monitor, receiving init's replies, never
+// needs: 1.3 ms of every run.
+func decodeSync(b []byte, m *SyncMsg) error {
+	var h struct {
+		syncHeader
+		Spec   json.RawMessage `json:"spec"`
+		Exec   json.RawMessage `json:"exec"`
+		UserDB json.RawMessage `json:"userdb"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return err
+	}
+	if h.Spec != nil || h.Exec != nil || h.UserDB != nil {
+		return json.Unmarshal(b, m)
+	}
+	*m = SyncMsg{Type: h.Type, Protocol: h.Protocol, Filter: h.Filter, Error: h.Error, Code: h.Code}
+	return nil
 }
 
 func CloseFiles(files []*os.File) {
