@@ -183,7 +183,7 @@ func newExecCmd(app *App) *cobra.Command {
 	fl.BoolVar(&privileged, "privileged", false, "Give extended privileges to the command")
 	fl.StringVarP(&user, "user", "u", "", "Username or UID (format: <name|uid>[:<group|gid>])")
 	fl.StringVarP(&workdir, "workdir", "w", "", "Working directory inside the container")
-	fl.StringArrayVarP(&env, "env", "e", nil, "Set environment variables")
+	stringArrayVarP(fl, &env, "env", "e", "Set environment variables")
 	return c
 }
 

@@ -115,7 +115,7 @@ is refused as a decompression bomb.`,
 			return nil
 		},
 	}
-	c.Flags().StringArrayVarP(&changes, "change", "c", nil, "Apply Dockerfile instruction to the created image")
+	stringArrayVarP(c.Flags(), &changes, "change", "c", "Apply Dockerfile instruction to the created image")
 	c.Flags().StringVarP(&message, "message", "m", "", "Set commit message for imported image")
 	return c
 }
@@ -230,7 +230,7 @@ func newImagesCmd(app *App) *cobra.Command {
 	fl.BoolVar(&digests, "digests", false, "Show digests")
 	fl.BoolVar(&noTrunc, "no-trunc", false, "Don't truncate output")
 	fl.StringVar(&format, "format", "", "Format output using a custom template ('table', 'table TEMPLATE', 'json', or a Go template)")
-	fl.StringArrayVarP(&filters, "filter", "f", nil, "Filter output based on conditions provided (dangling=true|false, reference=PATTERN)")
+	stringArrayVarP(fl, &filters, "filter", "f", "Filter output based on conditions provided (dangling=true|false, reference=PATTERN)")
 	return c
 }
 
