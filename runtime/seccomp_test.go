@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	goruntime "runtime"
 	"testing"
 
@@ -69,9 +70,9 @@ func TestSeccompFilterCache(t *testing.T) {
 		t.Fatal("two profiles share a cache key")
 	}
 	// Another lamina binary, or another kernel, has another key.
-	a, _ := seccompKeyOf(sc, "6.18", "1:2:3:4")
+	a := seccompKeyOf(sc, "6.18", "1:2:3:4")
 	for _, k := range [][2]string{{"6.18", "1:2:3:5"}, {"6.19", "1:2:3:4"}} {
-		if b, _ := seccompKeyOf(sc, k[0], k[1]); a == b {
+		if b := seccompKeyOf(sc, k[0], k[1]); a == b {
 			t.Fatalf("kernel %s and binary %s share a key with kernel 6.18, binary 1:2:3:4", k[0], k[1])
 		}
 	}
@@ -85,6 +86,73 @@ func TestSeccompFilterCache(t *testing.T) {
 	}
 	if none, err := seccompFilter(dir, nil); none != nil || err != nil {
 		t.Fatalf("no profile: got %d bytes, %v", len(none), err)
+	}
+}
+
+// Every change to a profile changes its cache key; an equal profile has
+// the same key.
+func TestHashProfile(t *testing.T) {
+	one, two := uint(1), uint(2)
+	base := func() *specs.LinuxSeccomp {
+		return &specs.LinuxSeccomp{
+			DefaultAction: specs.ActErrno, DefaultErrnoRet: &one,
+			Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86},
+			Flags:         []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_LOG"},
+			Syscalls: []specs.LinuxSyscall{
+				{Names: []string{"ab", "c"}, Action: specs.ActAllow},
+				{Names: []string{"clone"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 7, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
+			},
+		}
+	}
+	key := func(sc *specs.LinuxSeccomp) string { return seccompKeyOf(sc, "6.18", "1:2:3:4") }
+	want := key(base())
+	if got := key(base()); got != want {
+		t.Fatalf("equal profiles: %s and %s", got, want)
+	}
+	for name, change := range map[string]func(*specs.LinuxSeccomp){
+		"default action":   func(s *specs.LinuxSeccomp) { s.DefaultAction = specs.ActKill },
+		"no default errno": func(s *specs.LinuxSeccomp) { s.DefaultErrnoRet = nil },
+		"default errno":    func(s *specs.LinuxSeccomp) { s.DefaultErrnoRet = &two },
+		"architectures":    func(s *specs.LinuxSeccomp) { s.Architectures = s.Architectures[:1] },
+		"flags":            func(s *specs.LinuxSeccomp) { s.Flags = nil },
+		"listener path":    func(s *specs.LinuxSeccomp) { s.ListenerPath = "/run/l" },
+		"listener data":    func(s *specs.LinuxSeccomp) { s.ListenerMetadata = "m" },
+		"names split":      func(s *specs.LinuxSeccomp) { s.Syscalls[0].Names = []string{"a", "bc"} },
+		"names joined":     func(s *specs.LinuxSeccomp) { s.Syscalls[0].Names = []string{"abc"} },
+		"action":           func(s *specs.LinuxSeccomp) { s.Syscalls[0].Action = specs.ActLog },
+		"errno":            func(s *specs.LinuxSeccomp) { s.Syscalls[0].ErrnoRet = &one },
+		"arg index":        func(s *specs.LinuxSeccomp) { s.Syscalls[1].Args[0].Index = 1 },
+		"arg value":        func(s *specs.LinuxSeccomp) { s.Syscalls[1].Args[0].Value = 8 },
+		"arg value two":    func(s *specs.LinuxSeccomp) { s.Syscalls[1].Args[0].ValueTwo = 7 },
+		"arg op":           func(s *specs.LinuxSeccomp) { s.Syscalls[1].Args[0].Op = specs.OpEqualTo },
+		"no args":          func(s *specs.LinuxSeccomp) { s.Syscalls[1].Args = nil },
+		"rule moved":       func(s *specs.LinuxSeccomp) { s.Syscalls[0], s.Syscalls[1] = s.Syscalls[1], s.Syscalls[0] },
+		"rule dropped":     func(s *specs.LinuxSeccomp) { s.Syscalls = s.Syscalls[:1] },
+	} {
+		sc := base()
+		change(sc)
+		if key(sc) == want {
+			t.Errorf("%s: the key did not change", name)
+		}
+	}
+}
+
+// TestHashProfileFields fails when the spec's seccomp types have fields
+// hashProfile does not know: a profile differing only there would share a
+// cached program with another.
+func TestHashProfileFields(t *testing.T) {
+	for typ, known := range map[reflect.Type][]string{
+		reflect.TypeOf(specs.LinuxSeccomp{}):    {"DefaultAction", "DefaultErrnoRet", "Architectures", "Flags", "ListenerPath", "ListenerMetadata", "Syscalls"},
+		reflect.TypeOf(specs.LinuxSyscall{}):    {"Names", "Action", "ErrnoRet", "Args"},
+		reflect.TypeOf(specs.LinuxSeccompArg{}): {"Index", "Value", "ValueTwo", "Op"},
+	} {
+		var fields []string
+		for i := 0; i < typ.NumField(); i++ {
+			fields = append(fields, typ.Field(i).Name)
+		}
+		if !reflect.DeepEqual(fields, known) {
+			t.Errorf("%s has fields %q; hashProfile writes %q", typ, fields, known)
+		}
 	}
 }
 
