@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/creack/pty"
 	"github.com/lamina-project/lamina/internal/testutil"
+	"github.com/lamina-project/lamina/runtime/detach"
 	"github.com/moby/sys/mountinfo"
 )
 
@@ -887,5 +889,50 @@ func TestHostFiles(t *testing.T) {
 	}
 	if out := ok(t, root, "start", "-a", "hf"); out != "first\n2\nresolv\n" {
 		t.Fatalf("start after the host files were removed: %q", out)
+	}
+}
+
+// A run's detached process raises its timer slack (detach.RunTimerSlack);
+// the container's command gets its caller's back, and a caller's slack
+// above the raise is left as it is.
+func TestTimerSlack(t *testing.T) {
+	root := ctrStore(t)
+	bin := testutil.Binary(t, "lamina")
+	const show = "cat /proc/self/timerslack_ns"
+	// sh sets the slack lamina starts with, then becomes lamina.
+	withSlack := func(ns int64, args ...string) string {
+		t.Helper()
+		script := fmt.Sprintf(`echo %d > /proc/self/timerslack_ns && exec "$@"`, ns)
+		out, err := exec.Command("sh", append([]string{"-c", script, "sh", bin, "--root", root}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("lamina %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	raised := int64(detach.RunTimerSlack)
+	for _, caller := range []int64{123456, raised + 1000} {
+		if got := withSlack(caller, "run", "--rm", "busybox", "sh", "-c", show); got != strconv.FormatInt(caller, 10) {
+			t.Errorf("caller's slack %d: the command's is %s", caller, got)
+		}
+		id := withSlack(caller, "run", "-d", "busybox", "sleep", "30")
+		b, err := os.ReadFile(filepath.Join(root, "containers", id, "state.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct{ MonitorPid int }
+		if err := json.Unmarshal(b, &st); err != nil || st.MonitorPid == 0 {
+			t.Fatalf("state.json: %s, %v", b, err)
+		}
+		mon, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", st.MonitorPid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.TrimSpace(string(mon)), strconv.FormatInt(max(caller, raised), 10); got != want {
+			t.Errorf("caller's slack %d: the monitor's is %s, want %s", caller, got, want)
+		}
+		if got := strings.TrimSpace(ok(t, root, "exec", id, "sh", "-c", show)); got == strconv.FormatInt(raised, 10) && caller < raised {
+			t.Errorf("caller's slack %d: an exec'd process has the monitor's raised slack", caller)
+		}
+		ok(t, root, "rm", "-f", id)
 	}
 }

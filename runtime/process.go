@@ -6,9 +6,11 @@ import (
 	"io"
 	"os"
 	goruntime "runtime"
+	"strconv"
 	"sync"
 	"syscall"
 
+	"github.com/lamina-project/lamina/runtime/detach"
 	"github.com/lamina-project/lamina/runtime/initproc"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -202,6 +204,11 @@ func spawn(flags uintptr, stdio Stdio, open initOpener) (*InitProcess, error) {
 		},
 	}
 	argv := []string{"lamina-init", InitCommand}
+	if slack, ok := detach.CallerTimerSlack(); ok {
+		// Init inherits this process's raised slack: the command gets
+		// the one lamina's caller had.
+		argv = append(argv, initproc.TimerSlackFlag+strconv.FormatInt(int64(slack), 10))
+	}
 	pid, err := syscall.ForkExec("/proc/self/fd/4", argv, attr)
 	if errors.Is(err, syscall.EINVAL) { // a kernel without CLONE_PIDFD
 		pidfd = -1

@@ -1484,8 +1484,15 @@ static void look_ahead(const struct boot *b) {
 }
 
 int main(int argc, char **argv) {
-	(void)argc;
-	(void)argv;
+	// The timer slack of lamina's caller (the run's monitor raised its
+	// own, which init inherits): set before init makes its threads, for
+	// them and the command.
+	for (int i = 2; i < argc; i++)
+		if (!strncmp(argv[i], "--timer-slack=", 14)) {
+			unsigned long ns = strtoul(argv[i] + 14, NULL, 10);
+			if (ns)
+				prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0);
+		}
 	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
 	umask(022);
 	last_cap = read_last_cap();

@@ -56,6 +56,27 @@ func SearchPath(env []string) string {
 // container's init (`lamina __init`).
 const InitCommand = "__init"
 
+// timerSlackArg returns the timer slack that init's arguments (after
+// InitCommand) ask for; not ok for none, or for 0, which prctl would take
+// for "the default", the monitor's raised slack.
+func timerSlackArg(args []string) (uint64, bool) {
+	for i, a := range args {
+		if i < 2 {
+			continue
+		}
+		if ns, ok := strings.CutPrefix(a, TimerSlackFlag); ok {
+			v, err := strconv.ParseUint(ns, 10, 64)
+			return v, err == nil && v > 0
+		}
+	}
+	return 0, false
+}
+
+// TimerSlackFlag, followed by nanoseconds, is the argument after
+// InitCommand that gives init and the command the timer slack of
+// lamina's caller (see runtime/detach.RunTimerSlack).
+const TimerSlackFlag = "--timer-slack="
+
 // Exit codes docker uses when the container's command cannot run.
 const (
 	ExitCannotExecute = 126
@@ -73,6 +94,9 @@ func Init() error {
 	// Capabilities, no_new_privs, seccomp and the cgroup namespace are per
 	// thread: everything from here to execve runs on this one.
 	goruntime.LockOSThread()
+	if ns, ok := timerSlackArg(os.Args); ok {
+		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(ns), 0, 0, 0)
+	}
 	// Docker's umask, whatever the monitor's (a FUSE server runs with 0).
 	unix.Umask(0o022)
 	sock := os.NewFile(3, "sync")

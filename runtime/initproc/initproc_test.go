@@ -79,3 +79,22 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("data %q", data)
 	}
 }
+
+func TestTimerSlackArg(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want uint64
+		ok   bool
+	}{
+		{[]string{"lamina-init", InitCommand}, 0, false},
+		{[]string{"lamina-init", InitCommand, TimerSlackFlag + "50000"}, 50000, true},
+		{[]string{"lamina-init", InitCommand, TimerSlackFlag + "0"}, 0, false},
+		{[]string{"lamina-init", InitCommand, TimerSlackFlag + "x"}, 0, false},
+		{[]string{"lamina-init", TimerSlackFlag + "50000"}, 0, false}, // not after InitCommand
+	} {
+		got, ok := timerSlackArg(tc.args)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%q: %d, %v; want %d, %v", tc.args, got, ok, tc.want, tc.ok)
+		}
+	}
+}
