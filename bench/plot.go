@@ -2,8 +2,8 @@ package bench
 
 import (
 	"bufio"
-	"encoding/xml"
 	"fmt"
+	"html"
 	"io"
 	"math"
 	"slices"
@@ -63,11 +63,10 @@ type svg struct {
 
 func (p *svg) printf(format string, args ...any) { fmt.Fprintf(p.out, format, args...) }
 
-func esc(s string) string {
-	var b strings.Builder
-	_ = xml.EscapeText(&b, []byte(s))
-	return b.String()
-}
+// esc escapes s for SVG text and attributes. html's escaper, not
+// encoding/xml's: encoding/xml's initialisation builds tables in every
+// lamina process, html's are built when first used.
+func esc(s string) string { return html.EscapeString(s) }
 
 func (p *svg) text(x, y float64, anchor string, size int, s string) {
 	t := fmt.Sprintf(`<text x="%.1f" y="%.1f" text-anchor="%s" font-size="%d">%s</text>`+"\n", x, y, anchor, size, esc(s))
