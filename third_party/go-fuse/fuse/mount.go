@@ -7,7 +7,7 @@ import (
 	"syscall"
 )
 
-var reservedFDs []*os.File
+var reservedFDs []int
 
 func init() {
 	// Both Darwin and Linux invoke a subprocess with one
@@ -17,17 +17,21 @@ func init() {
 	// grabbing fd 3 and never releasing it. (This is not
 	// completely foolproof: a preceding init routine could grab fd 3,
 	// and then release it later.)
+	//
+	// Bare descriptors, not os.Pipe's files: those put the pipe in the
+	// runtime's poller, which this, run at the start of every process
+	// that links the package, does not need.
 	for {
-		r, w, err := os.Pipe()
-		if err != nil {
-			panic(fmt.Sprintf("os.Pipe(): %v", err))
+		var p [2]int
+		if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+			panic(fmt.Sprintf("pipe2: %v", err))
 		}
-		w.Close()
-		if r.Fd() > 3 {
-			r.Close()
+		syscall.Close(p[1])
+		if p[0] > 3 {
+			syscall.Close(p[0])
 			break
 		}
-		reservedFDs = append(reservedFDs, r)
+		reservedFDs = append(reservedFDs, p[0])
 	}
 }
 
