@@ -68,6 +68,67 @@ func TestCInitRejectsBadBootstrap(t *testing.T) {
 	}
 }
 
+// TestCInitSkipsLookAhead: a look-ahead (initproc.EncodeAhead) before the
+// bootstrap, whatever it holds, leaves init waiting for the bootstrap,
+// which it then reads as it would without one: a bad bootstrap still gets
+// its own error and 125.
+func TestCInitSkipsLookAhead(t *testing.T) {
+	bin := testutil.Binary(t, "lamina-init")
+	header := func(protocol uint32) []byte {
+		return binary.NativeEndian.AppendUint32([]byte("LMNA"), protocol)
+	}
+	record := func(b []byte, tag, n uint32, data string) []byte {
+		b = binary.NativeEndian.AppendUint32(b, tag)
+		b = binary.NativeEndian.AppendUint32(b, n)
+		return append(b, data...)
+	}
+	good := initproc.EncodeAhead(t.TempDir(), []string{"/etc/passwd", "/bin/sh", "/proc"})
+	for _, tt := range []struct {
+		name  string
+		ahead [][]byte
+	}{
+		{"good", [][]byte{good}},
+		{"two", [][]byte{good, good}},
+		{"no such root", [][]byte{initproc.EncodeAhead("/nonexistent/root", []string{"/bin/sh"})}},
+		{"no paths", [][]byte{initproc.EncodeAhead(t.TempDir(), nil)}},
+		{"other protocol", [][]byte{header(99)}},
+		{"header only", [][]byte{[]byte("LMNA")}},
+		{"record overruns", [][]byte{record(header(initproc.FlatProtocol), 2, 100, "/\x00")}},
+		{"unterminated string", [][]byte{record(header(initproc.FlatProtocol), 2, 3, "abc")}},
+		{"many paths", [][]byte{initproc.EncodeAhead(t.TempDir(), make([]string, 100))}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			parent, child, err := initproc.NewSyncPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer parent.Close()
+			cmd := exec.Command(bin)
+			cmd.ExtraFiles = []*os.File{child}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			child.Close()
+			for _, a := range tt.ahead {
+				if err := initproc.SendFlat(parent, a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := initproc.SendFlat(parent, binary.NativeEndian.AppendUint32([]byte("LMNI"), initproc.FlatProtocol)); err != nil {
+				t.Fatal(err)
+			}
+			m, _, rerr := initproc.RecvSync(parent)
+			werr := cmd.Wait()
+			if rerr != nil || m.Type != "error" || m.Code != 125 || !strings.Contains(m.Error, "no root filesystem") {
+				t.Fatalf("got %+v (%v), want the bootstrap's error, no root filesystem", m, rerr)
+			}
+			if cmd.ProcessState.ExitCode() != 125 {
+				t.Fatalf("exit %v, want 125", werr)
+			}
+		})
+	}
+}
+
 // TestCInitEarlyPrivilegesFailure: with docker's default profile the C
 // init's executor thread loads the filter while the main thread builds the
 // root filesystem; a filter the kernel refuses fails the container with

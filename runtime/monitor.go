@@ -305,8 +305,15 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 		tc <- taken{ip, err}
 	}()
 	mnt, err := mountRootfs(m.s, c)
-	in := <-side
 	t := <-tc
+	if err == nil && t.err == nil && c.Driver == DriverLaminafs {
+		// Init looks up, while the inputs of its bootstrap are made,
+		// what its setup will: each first lookup is a FUSE round trip.
+		// A failed send leaves the lookups to the bootstrap (whose
+		// send then fails too, if init is gone).
+		_ = t.ip.lookAhead(c.File("merged"), aheadPaths(c.Spec))
+	}
+	in := <-side
 	if t.err != nil {
 		if mnt != nil {
 			_ = mnt.Unmount()

@@ -223,6 +223,19 @@ func spawn(flags uintptr, stdio Stdio, open initOpener) (*InitProcess, error) {
 	return &InitProcess{pid: pid, pidfd: pidfd, sock: parent, flat: flat}, nil
 }
 
+// lookAhead has a C init that waits for its bootstrap look paths up in
+// the root filesystem mounted at rootfs (initproc.EncodeAhead); the Go
+// init takes no such message.
+func (p *InitProcess) lookAhead(rootfs string, paths []string) error {
+	if !p.flat || len(paths) == 0 {
+		return nil
+	}
+	if err := initproc.SendFlat(p.sock, initproc.EncodeAhead(rootfs, paths)); err != nil {
+		return fmt.Errorf("look-ahead: %w", err)
+	}
+	return nil
+}
+
 // bootstrap hands a spawned init, which the caller has put into cg (nil:
 // no cgroups), spec and the compiled seccomp filter (nil: none), and waits
 // until the root filesystem is built and the command found. On failure

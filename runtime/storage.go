@@ -258,6 +258,28 @@ func unmountAll(target string) error {
 	return fmt.Errorf("unmount %s: still mounted", target)
 }
 
+// aheadPaths are startPaths but the mount points below another mount
+// point (/dev/pts below /dev): what init's look-ahead resolves in the root
+// filesystem itself (look_ahead in cmd/lamina-init/init.c makes the same
+// choice).
+func aheadPaths(spec *specs.Spec) []string {
+	var out []string
+	for _, p := range startPaths(spec) {
+		covered := false
+		for _, m := range spec.Mounts {
+			d := strings.TrimSuffix(m.Destination, "/")
+			if d != "" && strings.HasPrefix(p, d+"/") {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // startPaths are the paths a start looks up in the root filesystem first:
 // the spec's mount points and the command's candidates along its PATH (as
 // init looks them up, see look_ahead in cmd/lamina-init/init.c).

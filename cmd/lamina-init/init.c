@@ -60,7 +60,12 @@
 enum {
 	T_FLAGS = 1, T_ROOTFS, T_HOSTNAME, T_MOUNT, T_CGROUP1, T_MASKED, T_READONLY,
 	T_RLIMIT, T_ARG, T_ENV, T_CWD, T_USER, T_PASSWD, T_GROUP, T_CAPS, T_FILTER,
+	T_AHEAD_PATH,
 };
+
+// The look-ahead (EncodeAhead): the bootstrap's layout, a T_ROOTFS and a
+// T_AHEAD_PATH per path, sent before the bootstrap.
+#define AHEAD_MAGIC "LMNA"
 
 enum {
 	F_NEWNS = 1 << 0, F_NEWCGROUP = 1 << 1, F_NETNS = 1 << 2, F_UTSNS = 1 << 3,
@@ -358,9 +363,9 @@ static void parse(struct boot *b, const unsigned char *buf, size_t len) {
 		fail(EXIT_SETUP, "init: bad bootstrap: no root filesystem");
 }
 
-// recv_bootstrap reads the bootstrap and makes the descriptors that came
-// with it (stdio, for an init spawned ahead) fds 0-2.
-static unsigned char *recv_bootstrap(size_t *len) {
+// recv_packet reads the monitor's next packet and the descriptors that
+// came with it (at most 3, into fds).
+static unsigned char *recv_packet(size_t *len, int fds[3], int *nfds) {
 	ssize_t size;
 	while ((size = recv(SYNC_FD, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
 		;
@@ -377,7 +382,7 @@ static unsigned char *recv_bootstrap(size_t *len) {
 		;
 	if (n <= 0)
 		_exit(EXIT_SETUP);
-	int fds[3], nfds = 0;
+	*nfds = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -385,22 +390,42 @@ static unsigned char *recv_bootstrap(size_t *len) {
 		for (size_t i = 0; i < k; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if (nfds < 3)
-				fds[nfds++] = fd;
+			if (*nfds < 3)
+				fds[(*nfds)++] = fd;
 			else
 				close(fd);
 		}
 	}
-	if (nfds != 0 && nfds != 3)
-		fail(EXIT_SETUP, "init: bootstrap came with %d descriptors, not stdio's 3", nfds);
-	for (int i = 0; i < nfds; i++)
-		if (dup3(fds[i], i, 0) < 0)
-			fail(EXIT_SETUP, "init: stdio: %s", errstr(errno));
-	for (int i = 0; i < nfds; i++)
-		if (fds[i] > 2)
-			close(fds[i]);
 	*len = (size_t)n;
 	return buf;
+}
+
+static void early_look_ahead(const unsigned char *buf, size_t len);
+
+// recv_bootstrap reads the bootstrap and makes the descriptors that came
+// with it (stdio, for an init spawned ahead) fds 0-2. A look-ahead that
+// comes first is started (early_look_ahead).
+static unsigned char *recv_bootstrap(size_t *len) {
+	for (;;) {
+		int fds[3], nfds;
+		unsigned char *buf = recv_packet(len, fds, &nfds);
+		if (*len >= 4 && memcmp(buf, AHEAD_MAGIC, 4) == 0) {
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			early_look_ahead(buf, *len);
+			free(buf);
+			continue;
+		}
+		if (nfds != 0 && nfds != 3)
+			fail(EXIT_SETUP, "init: bootstrap came with %d descriptors, not stdio's 3", nfds);
+		for (int i = 0; i < nfds; i++)
+			if (dup3(fds[i], i, 0) < 0)
+				fail(EXIT_SETUP, "init: stdio: %s", errstr(errno));
+		for (int i = 0; i < nfds; i++)
+			if (fds[i] > 2)
+				close(fds[i]);
+		return buf;
+	}
 }
 
 // ---- paths inside the root filesystem ----
@@ -1483,6 +1508,76 @@ static void look_ahead(const struct boot *b) {
 	close(root);
 }
 
+// The look-ahead the monitor sent before the bootstrap, if any
+// (early_look_ahead): its lookups run while init waits for the bootstrap,
+// and are waited for (early_join) before init leaves the mount namespace
+// they were made in. AHEAD_MAX is initproc.MaxAheadPaths.
+enum { AHEAD_MAX = 24 };
+static struct {
+	struct ahead_path a[AHEAD_MAX];
+	struct ahead_work w;
+	pthread_t t[AHEAD_THREADS];
+	int started[AHEAD_THREADS];
+	int root;
+	int on;
+} early = {.root = -1};
+
+// early_look_ahead starts AHEAD_THREADS threads looking up the paths of
+// the look-ahead in buf, inside its root. One it cannot read, or a second
+// one, is ignored: the bootstrap says everything init must know.
+static void early_look_ahead(const unsigned char *buf, size_t len) {
+	if (early.on || len < 8 || u32(buf + 4) != FLAT_PROTOCOL)
+		return;
+	const char *rootfs = NULL;
+	const char *paths[AHEAD_MAX];
+	size_t np = 0;
+	const unsigned char *p = buf + 8, *end = buf + len;
+	while (p < end) {
+		if (end - p < 8)
+			return;
+		uint32_t tag = u32(p), rlen = u32(p + 4);
+		p += 8;
+		if ((size_t)(end - p) < rlen || rlen == 0 || p[rlen - 1] != 0)
+			return;
+		if (tag == T_ROOTFS)
+			rootfs = (const char *)p;
+		else if (tag == T_AHEAD_PATH && np < AHEAD_MAX)
+			paths[np++] = (const char *)p;
+		p += rlen;
+	}
+	if (!rootfs || !np)
+		return;
+	early.root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (early.root < 0)
+		return;
+	size_t n = 0;
+	for (size_t i = 0; i < np; i++)
+		ahead_add(early.a, &n, AHEAD_MAX, early.root, paths[i], NULL);
+	early.w = (struct ahead_work){.a = early.a, .n = n};
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	for (size_t i = 0; i < AHEAD_THREADS && i < n; i++)
+		early.started[i] = pthread_create(&early.t[i], &attr, ahead_worker, &early.w) == 0;
+	pthread_attr_destroy(&attr);
+	early.on = 1;
+}
+
+// early_join waits for the look-ahead's lookups (what no thread took, this
+// one makes) and reports whether there was one.
+static int early_join(void) {
+	if (!early.on)
+		return 0;
+	ahead_worker(&early.w);
+	for (size_t i = 0; i < AHEAD_THREADS; i++)
+		if (early.started[i])
+			pthread_join(early.t[i], NULL);
+	for (size_t i = 0; i < early.w.n; i++)
+		free(early.a[i].path);
+	close(early.root);
+	return 1;
+}
+
 int main(int argc, char **argv) {
 	// The timer slack of lamina's caller (the run's monitor raised its
 	// own, which init inherits): set before init makes its threads, for
@@ -1500,7 +1595,9 @@ int main(int argc, char **argv) {
 	unsigned char *buf = recv_bootstrap(&len);
 	struct boot b = {0};
 	parse(&b, buf, len);
-	look_ahead(&b);
+	// The monitor's look-ahead covers the same paths, when it sent one.
+	if (!early_join())
+		look_ahead(&b);
 	enter_namespaces(&b);
 	int early = (b.flags & F_EARLY_PRIVILEGES) && !(b.flags & F_NNP);
 	if (early)

@@ -42,6 +42,7 @@ const (
 	tagGroup
 	tagCaps
 	tagFilter
+	tagAheadPath // the look-ahead's (EncodeAhead)
 )
 
 // Bits of the flags record (init.c's F_*).
@@ -275,4 +276,32 @@ func SendFlat(f *os.File, b []byte, fds ...int) error {
 		return fmt.Errorf("sync send bootstrap: %w", err)
 	}
 	return nil
+}
+
+// aheadMagic starts the look-ahead (EncodeAhead).
+const aheadMagic = "LMNA"
+
+// MaxAheadPaths is the most paths a look-ahead carries (init.c's
+// AHEAD_MAX); the rest are left out.
+const MaxAheadPaths = 24
+
+// EncodeAhead encodes the look-ahead: a packet the monitor may send the C
+// init ahead of the bootstrap, once the root filesystem is mounted at
+// rootfs, so that init looks paths up there (the setup's mount points,
+// the command's candidates) while the monitor makes the rest of what the
+// bootstrap needs. On laminafs each first lookup is a FUSE round trip,
+// which then comes before the bootstrap rather than after it. Layout: as
+// the bootstrap's, with aheadMagic, a tagRootfs record and a tagAheadPath
+// record per path. Init ignores one it cannot read: the bootstrap says
+// everything it must know.
+func EncodeAhead(rootfs string, paths []string) []byte {
+	w := &flatWriter{b: append([]byte(aheadMagic), u32s(FlatProtocol)...)}
+	w.record(tagRootfs, cstr(rootfs))
+	for i, p := range paths {
+		if i == MaxAheadPaths {
+			break
+		}
+		w.record(tagAheadPath, cstr(p))
+	}
+	return w.b
 }

@@ -3,7 +3,9 @@ package initproc
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -182,5 +184,38 @@ func TestEncodeFlatRejects(t *testing.T) {
 				t.Fatalf("error %v, want one with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// EncodeAhead: the look-ahead's header, its root and a record per path,
+// at most MaxAheadPaths of them.
+func TestEncodeAhead(t *testing.T) {
+	paths := make([]string, MaxAheadPaths+5)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/p%d", i)
+	}
+	b := EncodeAhead("/root", paths)
+	if string(b[:4]) != "LMNA" || binary.NativeEndian.Uint32(b[4:8]) != FlatProtocol {
+		t.Fatalf("header %q", b[:8])
+	}
+	var got []string
+	for p := b[8:]; len(p) > 0; {
+		tag, n := binary.NativeEndian.Uint32(p), binary.NativeEndian.Uint32(p[4:])
+		s := string(p[8 : 8+n-1]) // without the NUL
+		if p[8+n-1] != 0 {
+			t.Fatalf("record %d: %q is not NUL-terminated", tag, p[8:8+n])
+		}
+		switch {
+		case tag == tagRootfs && len(got) == 0 && s == "/root":
+			got = append(got, s)
+		case tag == tagAheadPath && len(got) > 0:
+			got = append(got, s)
+		default:
+			t.Fatalf("unexpected record %d %q after %q", tag, s, got)
+		}
+		p = p[8+n:]
+	}
+	if want := append([]string{"/root"}, paths[:MaxAheadPaths]...); !slices.Equal(got, want) {
+		t.Fatalf("records %q, want %q", got, want)
 	}
 }
