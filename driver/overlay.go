@@ -67,6 +67,10 @@ type kernelMount struct {
 
 func (m *kernelMount) Target() string { return m.target }
 
+// Relocate tells m its mount point is now target (a directory above it was
+// renamed, the mount with it), for Unmount; not concurrently with it.
+func (m *kernelMount) Relocate(target string) { m.target = target }
+
 func (m *kernelMount) Unmount() error {
 	m.once.Do(func() {
 		if err := unix.Unmount(m.target, 0); err != nil && err != unix.EINVAL {

@@ -65,14 +65,22 @@ type monitor struct {
 	once     sync.Once
 }
 
-// ExitHook runs in a container's monitor once the container has stopped
-// and been unmounted, before attached clients hear its exit status (the
-// CLI's --rm hooks in there), with the state the monitor is to record.
-// What it returns, when not nil, runs after they have: work the
-// container's caller does not wait for. A hook that returns something has
-// taken the container out of the store (Store.UnlistExited): the monitor
-// then records nothing of its exit.
+// ExitHook runs in a container's monitor once the container has stopped,
+// before attached clients hear its exit status (the CLI's --rm hooks in
+// there), with the state the monitor is to record. What it returns, when
+// not nil, runs after they have: work the container's caller does not
+// wait for. A hook that returns something has taken the container out of
+// the store (Store.UnlistExited): the monitor then records nothing of its
+// exit, and unmounts the union, where the container's directory has gone,
+// only after the exit status is out; what it returns runs once the union
+// is unmounted. The union may still be mounted while the hook runs (a
+// mount that can move, relocatable: the state does not have the
+// unmount's failure yet), or already unmounted.
 type ExitHook func(*Store, *Container, *State) (after func())
+
+// relocatable is a mount that is told where its mount point has moved
+// (with a directory above it renamed), so that it unmounts it there.
+type relocatable interface{ Relocate(target string) }
 
 // RunMonitor is the monitor's body, `lamina __monitor` with the fds
 // Prepare gives it (see start.go): it waits for its orders, then runs the
@@ -433,25 +441,50 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 	// their removal fails of is added to the state once it has.
 	cgErrc := make(chan error, 1)
 	go func() { cgErrc <- cg.Destroy() }()
-	mntErr := mnt.Unmount()
 	final := State{Status: "exited", ExitCode: code, OOMKilled: oom, StartedAt: started, FinishedAt: finished}
-	if mntErr != nil {
-		final.Error = mntErr.Error()
+	exited := func() {
+		b, _ := json.Marshal(ExitStatus{ExitCode: code, OOMKilled: oom})
+		m.hub.broadcast(frameExit, b)
+		m.hub.mu.Lock()
+		for _, cl := range m.hub.clients {
+			cl.conn.Close()
+		}
+		m.hub.mu.Unlock()
 	}
+	// A union whose mount can move is unmounted after the hook, which
+	// may take the container away (--rm: its directory moves, the union
+	// in it), and after its caller has heard the exit status: the
+	// unmount (some 0.3-0.7 ms of RCU grace periods here) is then off the
+	// run's path. Else, or when the hook leaves the container, it is
+	// unmounted first, and its failure recorded.
 	var after func()
-	if onExit != nil {
-		after = onExit(m.s, c, &final)
+	hooked, gone := false, false
+	if r, ok := mnt.(relocatable); ok && onExit != nil {
+		hooked = true
+		if after = onExit(m.s, c, &final); after != nil {
+			gone = true
+			r.Relocate(c.File("merged"))
+			exited()
+			if err := mnt.Unmount(); err != nil {
+				// The files stay for a later sweep, which unmounts
+				// before it removes anything.
+				fmt.Fprintf(os.Stderr, "lamina: --rm: %v\n", err)
+				after = func() {}
+			}
+		}
 	}
-	if after == nil { // not taken away by the hook: the exit is recorded
-		_ = m.updateState(func(st *State) { *st = final })
+	if !gone {
+		if mntErr := mnt.Unmount(); mntErr != nil {
+			final.Error = mntErr.Error()
+		}
+		if onExit != nil && !hooked {
+			after = onExit(m.s, c, &final)
+		}
+		if after == nil { // not taken away by the hook: the exit is recorded
+			_ = m.updateState(func(st *State) { *st = final })
+		}
+		exited()
 	}
-	b, _ := json.Marshal(ExitStatus{ExitCode: code, OOMKilled: oom})
-	m.hub.broadcast(frameExit, b)
-	m.hub.mu.Lock()
-	for _, cl := range m.hub.clients {
-		cl.conn.Close()
-	}
-	m.hub.mu.Unlock()
 	// The union's server ends after the union is unmounted: the exit
 	// status above did not wait for it, the removal of the container's
 	// files below does.

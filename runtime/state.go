@@ -565,7 +565,9 @@ func (s *Store) Unlist(c *Container) (reclaim func() error, err error) {
 // UnlistExited is Unlist for a container that has just exited, by its
 // monitor (the CLI's --rm, an ExitHook): the container's cgroups are the
 // monitor's to remove, and its state, which the monitor did not record,
-// is not read.
+// is not read. Its union may still be mounted: the directory moves with
+// the mount in it, c's directory is the new one, and the monitor, which
+// unmounts the union there, calls reclaim only once it has.
 func (s *Store) UnlistExited(c *Container) (reclaim func() error, err error) {
 	return s.unlist(c, false)
 }
@@ -584,14 +586,17 @@ func (s *Store) unlist(c *Container, cgroups bool) (reclaim func() error, err er
 			}
 		}
 	}
-	if err := unmountAll(c.File("merged")); err != nil {
-		return nil, err
+	if cgroups { // else the monitor unmounts, after the rename
+		if err := unmountAll(c.File("merged")); err != nil {
+			return nil, err
+		}
 	}
 	// Renamed first so a half-removed container never shows in List.
 	gone := filepath.Join(s.dir, removingPrefix+c.ID)
 	if err := os.Rename(c.dir, gone); err != nil {
 		return nil, fmt.Errorf("remove container: %w", err)
 	}
+	c.dir = gone
 	return func() error {
 		if err := os.RemoveAll(gone); err != nil {
 			return fmt.Errorf("remove container: %w", err)
@@ -606,12 +611,20 @@ const removingPrefix = ".removing-"
 
 // sweepRemoved removes what removals that died half-way left (Unlist):
 // another process may be removing the same directory, which RemoveAll
-// bears.
+// bears. One whose monitor lives is that monitor's to remove (its union
+// may still be mounted there, UnlistExited); one whose monitor died with
+// its union mounted is unmounted first, so that RemoveAll never goes
+// into a union.
 func (s *Store) sweepRemoved() {
 	ents, _ := os.ReadDir(s.dir)
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), removingPrefix) {
-			_ = os.RemoveAll(filepath.Join(s.dir, e.Name()))
+		if !strings.HasPrefix(e.Name(), removingPrefix) {
+			continue
 		}
+		gone := &Container{dir: filepath.Join(s.dir, e.Name())}
+		if s.MonitorAlive(gone) || unmountAll(gone.File("merged")) != nil {
+			continue
+		}
+		_ = os.RemoveAll(gone.dir)
 	}
 }

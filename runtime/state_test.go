@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lamina-project/lamina/internal/testutil"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Names are checked against every container, those made before name files
@@ -239,5 +241,50 @@ func TestRecordSpec(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestSweepRemoved: a removal's leftover directory is removed by the next
+// sweep, but not while its monitor lives (the monitor unmounts the union
+// there, then removes it), and never through a mount left in it: what a
+// dead monitor left mounted is unmounted first.
+func TestSweepRemoved(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	sentinel := filepath.Join(src, "keep")
+	if err := os.WriteFile(sentinel, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(s.dir, removingPrefix+NewID())
+	merged := filepath.Join(gone, "merged")
+	if err := os.MkdirAll(merged, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, merged, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unmountAll(merged) })
+	lock, err := os.OpenFile(filepath.Join(gone, "monitor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	s.sweepRemoved()
+	if _, err := os.Stat(filepath.Join(merged, "keep")); err != nil {
+		t.Fatalf("a live monitor's directory was swept: %v", err)
+	}
+	lock.Close() // the monitor dies, its union mounted
+	s.sweepRemoved()
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("the dead monitor's directory is still there: %v", err)
+	}
+	if _, err := os.Stat(sentinel); err != nil {
+		t.Errorf("the sweep removed a file through the mount: %v", err)
 	}
 }

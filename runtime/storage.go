@@ -102,6 +102,10 @@ type serverMount struct {
 
 func (m *serverMount) Target() string { return m.target }
 
+// Relocate tells m its mount point is now target (a directory above it was
+// renamed); call it before Unmount, not concurrently.
+func (m *serverMount) Relocate(target string) { m.target = target }
+
 // Unmount unmounts the union and returns once it is gone from the mount
 // table. The server's end, which follows (its readers see the connection
 // close), is waited for in the background, so that a container's exit is
@@ -209,6 +213,9 @@ func (vfs) Mount(l driver.Layers, target string) (driver.Mount, error) {
 type bindMount struct{ target string }
 
 func (m *bindMount) Target() string { return m.target }
+
+// Relocate is serverMount.Relocate.
+func (m *bindMount) Relocate(target string) { m.target = target }
 
 func (m *bindMount) Unmount() error { return unmountAll(m.target) }
 
