@@ -38,7 +38,7 @@ import (
 // as well rewrite a container's profile.
 
 // seccompCacheFormat changes when the file format or the key's inputs do.
-const seccompCacheFormat = "lamina-seccomp-bpf-2"
+const seccompCacheFormat = "lamina-seccomp-bpf-3"
 
 // seccompFilter returns the compiled program for sc, from the cache in dir
 // when a previous start compiled the same profile, else compiled now and

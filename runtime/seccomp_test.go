@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/lamina-project/lamina/internal/testutil"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -213,4 +215,99 @@ func TestX32WithoutTheABI(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSeccompTreeSameAsList: the program compileSeccomp writes (a binary
+// tree) decides every system call as libseccomp's default layout (a list)
+// does, for docker's profile, the profile with capabilities added (rules
+// on arguments) and a profile with every kind of argument test: both are
+// run in a classic BPF machine for every system call number of each
+// architecture, with arguments that the profiles' rules tell apart.
+func TestSeccompTreeSameAsList(t *testing.T) {
+	profiles := map[string]Options{
+		"docker's default":   {Args: []string{"true"}},
+		"capabilities added": {Args: []string{"true"}, CapAdd: []string{"SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_ADMIN"}},
+		"argument tests": {Args: []string{"true"}, Seccomp: `{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],"syscalls":[
+			{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"},
+			{"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
+			{"names":["clone"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":2114060288,"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}]},
+			{"names":["socket"],"action":"SCMP_ACT_ERRNO","errnoRet":1,"args":[{"index":0,"value":16,"op":"SCMP_CMP_NE"}]},
+			{"names":["mmap"],"action":"SCMP_ACT_LOG","args":[{"index":2,"value":4,"op":"SCMP_CMP_GE"},{"index":1,"value":4096,"op":"SCMP_CMP_LT"}]},
+			{"names":["kill"],"action":"SCMP_ACT_KILL","args":[{"index":1,"value":9,"op":"SCMP_CMP_GT"}]},
+			{"names":["tkill"],"action":"SCMP_ACT_TRAP","args":[{"index":1,"value":9,"op":"SCMP_CMP_LE"}]}]}`},
+	}
+	// Arguments: none, the flags and families docker's rules test, and
+	// values on both sides of each comparison above, in both halves.
+	argSets := [][6]uint64{
+		{}, {1}, {0x10000000}, {0x7E020000}, {0x40000000}, {8}, {0xffffffff}, {16}, {2},
+		{0, 4095, 4}, {0, 4096, 3}, {0, 9}, {0, 10}, {1 << 40}, {0xffffffffffffffff, 0xffffffffffffffff, 0xffffffffffffffff},
+	}
+	arches := []uint32{0xc000003e /* x86-64 */, 0x40000003 /* i386 */, 0x12345678 /* none of them */}
+	for name, o := range profiles {
+		spec, err := NewSpec("x", "/", o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		list, err := compileSeccompAs(spec.Linux.Seccomp, seccompList)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		tree, err := compileSeccompAs(spec.Linux.Seccomp, seccompTree)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		lvm, tvm := cbpfVM(t, list), cbpfVM(t, tree)
+		n := 0
+		for _, arch := range arches {
+			for nr := uint32(0); nr < 600; nr++ {
+				for _, nrx := range []uint32{nr, nr | 0x40000000} {
+					for _, args := range argSets {
+						in := seccompData(nrx, arch, args)
+						l, lerr := lvm.Run(in)
+						tr, terr := tvm.Run(in)
+						if l != tr || lerr != nil || terr != nil {
+							t.Fatalf("%s: arch %#x, nr %#x, args %#x: list %#x (%v), tree %#x (%v)", name, arch, nrx, args, l, lerr, tr, terr)
+						}
+						n++
+					}
+				}
+			}
+		}
+		if n == 0 || len(tree) == 0 {
+			t.Fatalf("%s: nothing compared", name)
+		}
+	}
+}
+
+// cbpfVM loads a classic BPF program as the kernel takes it (8-byte
+// instructions, native endian).
+func cbpfVM(t *testing.T, prog []byte) *bpf.VM {
+	t.Helper()
+	var ins []bpf.Instruction
+	for i := 0; i+8 <= len(prog); i += 8 {
+		raw := bpf.RawInstruction{
+			Op: binary.NativeEndian.Uint16(prog[i:]), Jt: prog[i+2], Jf: prog[i+3],
+			K: binary.NativeEndian.Uint32(prog[i+4:]),
+		}
+		ins = append(ins, raw.Disassemble())
+	}
+	vm, err := bpf.NewVM(ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vm
+}
+
+// seccompData is struct seccomp_data for bpf.VM, which loads words big
+// endian as from a packet: each word the kernel's filter loads natively
+// is written so that the VM reads the same value.
+func seccompData(nr, arch uint32, args [6]uint64) []byte {
+	b := make([]byte, 64)
+	binary.BigEndian.PutUint32(b[0:], nr)
+	binary.BigEndian.PutUint32(b[4:], arch)
+	for i, a := range args {
+		binary.BigEndian.PutUint32(b[16+8*i:], uint32(a))
+		binary.BigEndian.PutUint32(b[20+8*i:], uint32(a>>32))
+	}
+	return b
 }
