@@ -182,7 +182,9 @@ func (m *monitor) main(orders, attach *os.File, ownStdio bool, handoff <-chan ha
 		}
 	}
 	// A container handed over in memory is the record the CLI wrote,
-	// which the monitor only reads (see runtimeSpec).
+	// which the monitor only reads (see runtimeSpec) until the container
+	// has exited (an exit hook that removes it moves its directory,
+	// UnlistExited).
 	var c *Container
 	select {
 	case h := <-handoff:

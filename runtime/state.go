@@ -362,7 +362,7 @@ func (s *Store) SaveConfig(c *Container) error { return writeJSON(c.File("config
 func (s *Store) SaveState(c *Container, st *State) error { return writeJSON(c.File("state.json"), st) }
 
 // writeJSON writes v's JSON to path atomically. Compact, as docker's
-// config.v2.json: indenting a container's record (20 KB, most of it the
+// config.v2.json: indenting a container's record (20 KB when it held the
 // runtime spec) took 0.2 ms more than encoding it, on the path of every
 // run, for files no one reads but lamina.
 func writeJSON(path string, v any) error {
