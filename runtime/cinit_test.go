@@ -15,15 +15,8 @@ import (
 // before it touches anything: each is an error message to the monitor and
 // exit 125, never a crash.
 func TestCInitRejectsBadBootstrap(t *testing.T) {
-	bin := testutil.Binary(t, "lamina-init")
-	header := func(protocol uint32) []byte {
-		return binary.NativeEndian.AppendUint32([]byte("LMNI"), protocol)
-	}
-	record := func(b []byte, tag, n uint32, data string) []byte {
-		b = binary.NativeEndian.AppendUint32(b, tag)
-		b = binary.NativeEndian.AppendUint32(b, n)
-		return append(b, data...)
-	}
+	header := func(protocol uint32) []byte { return flatHeader("LMNI", protocol) }
+	record := flatRecord
 	tests := []struct {
 		name string
 		msg  []byte
@@ -42,30 +35,59 @@ func TestCInitRejectsBadBootstrap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			parent, child, err := initproc.NewSyncPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer parent.Close()
-			cmd := exec.Command(bin)
-			cmd.ExtraFiles = []*os.File{child}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			child.Close()
-			if err := initproc.SendFlat(parent, tt.msg); err != nil {
-				t.Fatal(err)
-			}
-			m, _, rerr := initproc.RecvSync(parent)
-			werr := cmd.Wait()
-			if rerr != nil || m.Type != "error" || m.Code != 125 || !strings.Contains(m.Error, tt.want) {
-				t.Fatalf("got %+v (%v), want an error with %q and code 125", m, rerr, tt.want)
-			}
-			if cmd.ProcessState.ExitCode() != 125 {
-				t.Fatalf("exit %v, want 125", werr)
-			}
+			cinitFails(t, tt.want, tt.msg)
 		})
 	}
+}
+
+// flatHeader and flatRecord write the flat layout's parts by hand, to
+// make packets initproc would not.
+func flatHeader(magic string, protocol uint32) []byte {
+	return binary.NativeEndian.AppendUint32([]byte(magic), protocol)
+}
+
+func flatRecord(b []byte, tag, n uint32, data string) []byte {
+	b = binary.NativeEndian.AppendUint32(b, tag)
+	b = binary.NativeEndian.AppendUint32(b, n)
+	return append(b, data...)
+}
+
+// cinitFails sends the C init packets and checks that it answers with an
+// error holding want and exits 125.
+func cinitFails(t *testing.T, want string, packets ...[]byte) {
+	t.Helper()
+	cmd, parent := startCInit(t)
+	for _, p := range packets {
+		if err := initproc.SendFlat(parent, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, _, rerr := initproc.RecvSync(parent)
+	werr := cmd.Wait()
+	if rerr != nil || m.Type != "error" || m.Code != 125 || !strings.Contains(m.Error, want) {
+		t.Fatalf("got %+v (%v), want an error with %q and code 125", m, rerr, want)
+	}
+	if cmd.ProcessState.ExitCode() != 125 {
+		t.Fatalf("exit %v, want 125", werr)
+	}
+}
+
+// startCInit starts lamina-init, outside any namespace, with the parent's
+// end of its sync socket, which the test's end closes.
+func startCInit(t *testing.T) (*exec.Cmd, *os.File) {
+	t.Helper()
+	parent, child, err := initproc.NewSyncPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { parent.Close() })
+	cmd := exec.Command(testutil.Binary(t, "lamina-init"))
+	cmd.ExtraFiles = []*os.File{child}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child.Close()
+	return cmd, parent
 }
 
 // TestCInitSkipsLookAhead: a look-ahead (initproc.EncodeAhead) before the
@@ -73,15 +95,8 @@ func TestCInitRejectsBadBootstrap(t *testing.T) {
 // which it then reads as it would without one: a bad bootstrap still gets
 // its own error and 125.
 func TestCInitSkipsLookAhead(t *testing.T) {
-	bin := testutil.Binary(t, "lamina-init")
-	header := func(protocol uint32) []byte {
-		return binary.NativeEndian.AppendUint32([]byte("LMNA"), protocol)
-	}
-	record := func(b []byte, tag, n uint32, data string) []byte {
-		b = binary.NativeEndian.AppendUint32(b, tag)
-		b = binary.NativeEndian.AppendUint32(b, n)
-		return append(b, data...)
-	}
+	header := func(protocol uint32) []byte { return flatHeader("LMNA", protocol) }
+	record := flatRecord
 	good := initproc.EncodeAhead(t.TempDir(), []string{"/etc/passwd", "/bin/sh", "/proc"})
 	for _, tt := range []struct {
 		name  string
@@ -98,33 +113,7 @@ func TestCInitSkipsLookAhead(t *testing.T) {
 		{"many paths", [][]byte{initproc.EncodeAhead(t.TempDir(), make([]string, 100))}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			parent, child, err := initproc.NewSyncPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer parent.Close()
-			cmd := exec.Command(bin)
-			cmd.ExtraFiles = []*os.File{child}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			child.Close()
-			for _, a := range tt.ahead {
-				if err := initproc.SendFlat(parent, a); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := initproc.SendFlat(parent, binary.NativeEndian.AppendUint32([]byte("LMNI"), initproc.FlatProtocol)); err != nil {
-				t.Fatal(err)
-			}
-			m, _, rerr := initproc.RecvSync(parent)
-			werr := cmd.Wait()
-			if rerr != nil || m.Type != "error" || m.Code != 125 || !strings.Contains(m.Error, "no root filesystem") {
-				t.Fatalf("got %+v (%v), want the bootstrap's error, no root filesystem", m, rerr)
-			}
-			if cmd.ProcessState.ExitCode() != 125 {
-				t.Fatalf("exit %v, want 125", werr)
-			}
+			cinitFails(t, "no root filesystem", append(tt.ahead, flatHeader("LMNI", initproc.FlatProtocol))...)
 		})
 	}
 }

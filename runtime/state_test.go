@@ -165,14 +165,7 @@ func TestRecordSpec(t *testing.T) {
 	if _, ok := fields["Spec"]; ok {
 		t.Errorf("the record holds a runtime spec: %.200s", record)
 	}
-	loaded, err := s.Load(c.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := loaded.RuntimeSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
+	loaded, got := loadSpec(t, s, c.ID)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("spec built from the record:\n%+v\nwant\n%+v", got, want)
 	}
@@ -222,14 +215,7 @@ func TestRecordSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ { // as loaded, then after a rename saved it
-		l, err := s.Load(old.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := l.RuntimeSpec()
-		if err != nil {
-			t.Fatal(err)
-		}
+		l, got := loadSpec(t, s, old.ID)
 		if !reflect.DeepEqual(got, oldSpec) {
 			t.Errorf("pass %d: the older record's spec:\n%+v\nwant\n%+v", i, got, oldSpec)
 		}
@@ -242,6 +228,20 @@ func TestRecordSpec(t *testing.T) {
 			}
 		}
 	}
+}
+
+// loadSpec loads container id and its runtime spec.
+func loadSpec(t *testing.T, s *Store, id string) (*Container, *specs.Spec) {
+	t.Helper()
+	c, err := s.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := c.RuntimeSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, spec
 }
 
 // TestSweepRemoved: a removal's leftover directory is removed by the next

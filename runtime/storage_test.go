@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -139,17 +138,7 @@ func TestInitLooksAhead(t *testing.T) {
 	log.SetOutput(&logged)
 	defer log.SetOutput(old)
 
-	parent, child, err := initproc.NewSyncPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
-	cmd := exec.Command(testutil.Binary(t, "lamina-init"))
-	cmd.ExtraFiles = []*os.File{child}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	child.Close()
+	cmd, parent := startCInit(t)
 	defer func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
