@@ -43,6 +43,12 @@ func ctrStore(t *testing.T) string {
 		if len(ids) > 0 {
 			run(t, root, nil, append([]string{"rm", "-f"}, ids...)...)
 		}
+		// A run --rm returns once its container is gone from the store;
+		// its monitor unmounts the union and removes the files after.
+		eventually(t, "the removed containers' monitors to finish", func() bool {
+			left, _ := filepath.Glob(filepath.Join(root, "containers", ".removing-*"))
+			return len(left) == 0
+		})
 		mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
 		if err != nil {
 			t.Error(err)

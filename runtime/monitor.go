@@ -468,10 +468,10 @@ func (m *monitor) run(c *Container, onExit ExitHook) error {
 			r.Relocate(c.File("merged"))
 			exited()
 			if err := mnt.Unmount(); err != nil {
-				// The files stay for a later sweep, which unmounts
-				// before it removes anything.
+				// What is still mounted, after's reclaim unmounts
+				// before it removes anything, or leaves the files
+				// for a later sweep.
 				fmt.Fprintf(os.Stderr, "lamina: --rm: %v\n", err)
-				after = func() {}
 			}
 		}
 	}

@@ -26,6 +26,8 @@ func compileSeccomp(sc *specs.LinuxSeccomp) ([]byte, error) {
 const (
 	seccompList = 1
 	seccompTree = 2
+	// minTreeRules is the fewest rules compiled as a tree.
+	minTreeRules = 8
 )
 
 // compileSeccompAs is compileSeccomp with libseccomp's optimisation level.
@@ -42,16 +44,6 @@ func compileSeccompAs(sc *specs.LinuxSeccomp, level int) ([]byte, error) {
 		return nil, fmt.Errorf("seccomp: new filter: %w", err)
 	}
 	defer f.Release()
-	// A binary tree by system call number, not libseccomp's default of
-	// rules one after the other: the kernel, when it loads a filter,
-	// runs it for every system call number to find those it always
-	// allows (its action cache), which along docker's profile as a list
-	// took 1.2-1.3 ms of every start, 0.3-0.5 ms as a tree; and a call
-	// the cache does not settle walks log n comparisons, not n.
-	// TestSeccompTreeSameAsList checks the two decide alike.
-	if err := f.SetOptimize(level); err != nil {
-		return nil, fmt.Errorf("seccomp: optimize: %w", err)
-	}
 	withoutX32 := false
 	for _, a := range sc.Architectures {
 		if a == specs.ArchX32 && !kernelHasX32() {
@@ -77,6 +69,7 @@ func compileSeccompAs(sc *specs.LinuxSeccomp, level int) ([]byte, error) {
 			return nil, fmt.Errorf("seccomp: bad-arch action: %w", err)
 		}
 	}
+	rules := 0
 	for _, rule := range sc.Syscalls {
 		act, err := seccompAction(rule.Action, rule.ErrnoRet)
 		if err != nil {
@@ -93,7 +86,21 @@ func compileSeccompAs(sc *specs.LinuxSeccomp, level int) ([]byte, error) {
 			if err := addRule(f, call, act, rule.Args); err != nil {
 				return nil, fmt.Errorf("seccomp: rule for %s: %w", name, err)
 			}
+			rules++
 		}
+	}
+	// A binary tree by system call number, not libseccomp's default of
+	// rules one after the other: the kernel, when it loads a filter,
+	// runs it for every system call number to find those it always
+	// allows (its action cache), which along docker's profile as a list
+	// took 1.2-1.3 ms of every start, 0.3-0.5 ms as a tree; and a call
+	// the cache does not settle walks log n comparisons, not n.
+	// TestSeccompTreeSameAsList checks the two decide alike. Not for a
+	// handful of rules (runc's choice too: libseccomp before 2.5.4 lost
+	// the default action of a tree without rules, seccomp/libseccomp#370),
+	// and a libseccomp without the attribute keeps the list.
+	if level == seccompTree && rules >= minTreeRules {
+		_ = f.SetOptimize(seccompTree)
 	}
 	// libseccomp 2.5 exports only to a file descriptor.
 	fd, err := unix.MemfdCreate("lamina-seccomp", unix.MFD_CLOEXEC)

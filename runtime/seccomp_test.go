@@ -227,6 +227,8 @@ func TestSeccompTreeSameAsList(t *testing.T) {
 	profiles := map[string]Options{
 		"docker's default":   {Args: []string{"true"}},
 		"capabilities added": {Args: []string{"true"}, CapAdd: []string{"SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_ADMIN"}},
+		"no rules":           {Args: []string{"true"}, Seccomp: `{"defaultAction":"SCMP_ACT_ALLOW"}`},
+		"two rules":          {Args: []string{"true"}, Seccomp: `{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mount","umount2"],"action":"SCMP_ACT_ERRNO"}]}`},
 		"argument tests": {Args: []string{"true"}, Seccomp: `{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],"syscalls":[
 			{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"},
 			{"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
@@ -267,6 +269,10 @@ func TestSeccompTreeSameAsList(t *testing.T) {
 						tr, terr := tvm.Run(in)
 						if l != tr || lerr != nil || terr != nil {
 							t.Fatalf("%s: arch %#x, nr %#x, args %#x: list %#x (%v), tree %#x (%v)", name, arch, nrx, args, l, lerr, tr, terr)
+						}
+						// The default action stands where no rule does.
+						if name == "no rules" && arch == 0xc000003e && nrx == nr && uint32(tr) != 0x7fff0000 {
+							t.Fatalf("no rules: nr %#x gets %#x, not SCMP_ACT_ALLOW", nrx, tr)
 						}
 						n++
 					}

@@ -83,8 +83,16 @@ var readonlyPaths = []string{
 const DefaultPath = initproc.DefaultPath
 
 // NewSpec builds the spec for a container whose root filesystem will be at
-// rootfs, with docker's defaults changed by o.
+// rootfs, with docker's defaults changed by o, and checks what o names on
+// the host (bind mounts' sources): what a create does.
 func NewSpec(id, rootfs string, o Options) (*specs.Spec, error) {
+	return newSpec(id, rootfs, o, true)
+}
+
+// newSpec is NewSpec; a start or an exec (RuntimeSpec) does not look at the
+// host again (checkHost false): a bind source gone since the create fails
+// the start in init's mount, and is nothing to an exec, as with docker.
+func newSpec(id, rootfs string, o Options, checkHost bool) (*specs.Spec, error) {
 	if len(o.Args) == 0 {
 		return nil, fmt.Errorf("no command specified")
 	}
@@ -161,7 +169,11 @@ func NewSpec(id, rootfs string, o Options) (*specs.Spec, error) {
 		s.Linux.ReadonlyPaths = readonlyPaths
 	}
 	for _, b := range o.Binds {
-		m, err := parseBind(b)
+		parse := parseBindSyntax
+		if checkHost {
+			parse = parseBind
+		}
+		m, err := parse(b)
 		if err != nil {
 			return nil, err
 		}

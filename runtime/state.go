@@ -105,8 +105,8 @@ type Container struct {
 }
 
 // RuntimeSpec returns c's runtime spec: Spec if set, else the one built
-// from Run (NewSpec) or, for an older record, the one it holds; then kept
-// in Spec. Not safe for concurrent use: a monitor asks for it before it
+// from Run (as NewSpec does, without looking at the host again: newSpec)
+// or, for an older record, the one it holds; then kept in Spec. Not safe for concurrent use: a monitor asks for it before it
 // starts anything, exec and inspect once.
 func (c *Container) RuntimeSpec() (*specs.Spec, error) {
 	if c.Spec != nil {
@@ -120,7 +120,7 @@ func (c *Container) RuntimeSpec() (*specs.Spec, error) {
 		c.Spec = &spec
 		return c.Spec, nil
 	}
-	spec, err := NewSpec(c.ID, c.File("merged"), c.Run)
+	spec, err := newSpec(c.ID, c.File("merged"), c.Run, false)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", c.ID, err)
 	}
@@ -299,10 +299,9 @@ func (s *Store) CreateWith(c *Container, made func() (undo func(error), err erro
 		os.RemoveAll(c.dir)
 		return err
 	}
-	// The state is written beside the record, whose encoding takes the
-	// longer (a fresh process builds encoding/json's encoders for the
-	// runtime spec's types: about 1 ms); the name after both, as it says
-	// the container is there.
+	// The state is written beside the record (a fresh process builds
+	// encoding/json's encoders for each at its first encoding); the name
+	// after both, as it says the container is there.
 	stateErr := make(chan error, 1)
 	go func() { stateErr <- s.SaveState(c, &State{Status: "created"}) }()
 	err = s.SaveConfig(c)
@@ -566,8 +565,9 @@ func (s *Store) Unlist(c *Container) (reclaim func() error, err error) {
 // monitor (the CLI's --rm, an ExitHook): the container's cgroups are the
 // monitor's to remove, and its state, which the monitor did not record,
 // is not read. Its union may still be mounted: the directory moves with
-// the mount in it, c's directory is the new one, and the monitor, which
-// unmounts the union there, calls reclaim only once it has.
+// the mount in it, c's directory is the new one, and the monitor unmounts
+// the union there before it calls reclaim (which unmounts whatever is
+// left before it removes anything).
 func (s *Store) UnlistExited(c *Container) (reclaim func() error, err error) {
 	return s.unlist(c, false)
 }
@@ -598,6 +598,11 @@ func (s *Store) unlist(c *Container, cgroups bool) (reclaim func() error, err er
 	}
 	c.dir = gone
 	return func() error {
+		// Never through a union: whatever is still mounted there goes
+		// first, or the files stay for a later sweep.
+		if err := unmountAll(filepath.Join(gone, "merged")); err != nil {
+			return fmt.Errorf("remove container: %w", err)
+		}
 		if err := os.RemoveAll(gone); err != nil {
 			return fmt.Errorf("remove container: %w", err)
 		}

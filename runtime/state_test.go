@@ -135,9 +135,10 @@ func TestUnlist(t *testing.T) {
 }
 
 // A record keeps the options a container was made with, not its runtime
-// spec, which a start builds from them (RuntimeSpec); a record from before
-// that keeps its spec, which is what such a container runs with, through
-// loads and saves. Bind mounts show whether or not their sources remain.
+// spec, which a start builds from them (RuntimeSpec) without looking at
+// the host again; a record from before that keeps its spec, which is what
+// such a container runs with, through loads and saves. Bind mounts show
+// whether or not their sources remain.
 func TestRecordSpec(t *testing.T) {
 	s, err := OpenStore(t.TempDir())
 	if err != nil {
@@ -173,16 +174,17 @@ func TestRecordSpec(t *testing.T) {
 	if b := loaded.BindMounts(); !reflect.DeepEqual(b, wantBind) {
 		t.Errorf("bind mounts %+v, want %+v", b, wantBind)
 	}
-	// A bind source gone: the start fails, the mount still shows.
+	// A bind source gone: the spec is built all the same (a start then
+	// fails in init's mount; an exec does not care), and the mount shows.
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
-	gone, err := s.Load(c.ID)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := NewSpec(c.ID, c.File("merged"), opts); err == nil || !strings.Contains(err.Error(), "invalid volume specification") {
+		t.Errorf("a create with the bind source gone: %v", err)
 	}
-	if _, err := gone.RuntimeSpec(); err == nil || !strings.Contains(err.Error(), "invalid volume specification") {
-		t.Errorf("spec with its bind source gone: %v", err)
+	gone, goneSpec := loadSpec(t, s, c.ID)
+	if !reflect.DeepEqual(goneSpec, want) {
+		t.Errorf("spec with its bind source gone:\n%+v\nwant\n%+v", goneSpec, want)
 	}
 	if b := gone.BindMounts(); !reflect.DeepEqual(b, wantBind) {
 		t.Errorf("bind mounts with the source gone %+v, want %+v", b, wantBind)
@@ -286,5 +288,53 @@ func TestSweepRemoved(t *testing.T) {
 	}
 	if _, err := os.Stat(sentinel); err != nil {
 		t.Errorf("the sweep removed a file through the mount: %v", err)
+	}
+}
+
+// TestUnlistExitedMounted: an exited container unlisted with its union
+// still mounted (the monitor unmounts after the exit status is out)
+// moves with the mount; its reclaim unmounts what is left before it
+// removes anything, never through the mount.
+func TestUnlistExitedMounted(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Container{ID: NewID(), Name: "mounted"}
+	if err := s.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	sentinel := filepath.Join(src, "keep")
+	if err := os.WriteFile(sentinel, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(c.File("merged"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, c.File("merged"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	old := c.File("merged")
+	t.Cleanup(func() { _ = unmountAll(old); _ = unmountAll(c.File("merged")) })
+	reclaim, err := s.UnlistExited(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(c.ID); !errors.Is(err, ErrNoSuchContainer) {
+		t.Errorf("unlisted container still found: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c.File("merged"), "keep")); err != nil {
+		t.Fatalf("the mount did not move with the directory: %v", err)
+	}
+	if err := reclaim(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sentinel); err != nil {
+		t.Errorf("the reclaim removed a file through the mount: %v", err)
+	}
+	if _, err := os.Stat(c.File("")); !os.IsNotExist(err) {
+		t.Errorf("the container's directory is still there: %v", err)
 	}
 }

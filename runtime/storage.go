@@ -265,10 +265,10 @@ func unmountAll(target string) error {
 	return fmt.Errorf("unmount %s: still mounted", target)
 }
 
-// aheadPaths are startPaths but the mount points below another mount
-// point (/dev/pts below /dev): what init's look-ahead resolves in the root
-// filesystem itself (look_ahead in cmd/lamina-init/init.c makes the same
-// choice).
+// aheadPaths are startPaths but those below a mount point (/dev/pts
+// below /dev): what init's look-ahead resolves in the root filesystem
+// itself (look_ahead in cmd/lamina-init/init.c leaves out the mount
+// points below another the same way).
 func aheadPaths(spec *specs.Spec) []string {
 	var out []string
 	for _, p := range startPaths(spec) {

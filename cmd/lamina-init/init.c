@@ -55,7 +55,7 @@
 // The flat bootstrap (runtime/initproc/flat.go): a header, then records of
 // a u32 tag, a u32 length and that many bytes. Strings end in a NUL.
 #define FLAT_MAGIC "LMNI"
-#define FLAT_PROTOCOL 2
+#define FLAT_PROTOCOL 3
 
 enum {
 	T_FLAGS = 1, T_ROOTFS, T_HOSTNAME, T_MOUNT, T_CGROUP1, T_MASKED, T_READONLY,
@@ -1595,7 +1595,9 @@ int main(int argc, char **argv) {
 	unsigned char *buf = recv_bootstrap(&len);
 	struct boot b = {0};
 	parse(&b, buf, len);
-	// The monitor's look-ahead covers the same paths, when it sent one.
+	// The monitor's look-ahead, when it sent one, covered the same paths
+	// but /etc/passwd and /etc/group, which init reads only without a
+	// user database (the monitor sends one for laminafs, as a rule).
 	if (!early_join())
 		look_ahead(&b);
 	enter_namespaces(&b);

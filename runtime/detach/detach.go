@@ -220,7 +220,9 @@ func stubForwards() []os.Signal {
 // With 500 us the run took 3 ms less CPU (33.9 -> 30.9) and 2 ms less
 // time (22.5 -> 20.3 ms), 100 interleaved rounds. Timers in this process
 // fire up to 500 us late, which none of its waits notices. The container
-// gets the caller's slack back (CallerTimerSlack, passed to init); a FUSE
+// gets the caller's slack back (CallerTimerSlack, passed to init; its
+// "default" slack, what prctl(PR_SET_TIMERSLACK, 0) goes back to, stays
+// the one it inherited, 500 us); a FUSE
 // server of another storage driver that a run starts (fuse-overlayfs,
 // unionfs-fuse) keeps the raised one, which its request loop, with no
 // timers, does not notice either.

@@ -21,7 +21,7 @@ import (
 const (
 	flatMagic = "LMNI"
 	// FlatProtocol numbers this layout; a change to it must change it.
-	FlatProtocol = 2
+	FlatProtocol = 3
 )
 
 // Record tags (init.c's T_*).
