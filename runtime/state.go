@@ -106,8 +106,9 @@ type Container struct {
 
 // RuntimeSpec returns c's runtime spec: Spec if set, else the one built
 // from Run (as NewSpec does, without looking at the host again: newSpec)
-// or, for an older record, the one it holds; then kept in Spec. Not safe for concurrent use: a monitor asks for it before it
-// starts anything, exec and inspect once.
+// or, for an older record, the one it holds; then kept in Spec. Not safe
+// for concurrent use: a monitor asks for it before it starts anything,
+// exec and inspect once.
 func (c *Container) RuntimeSpec() (*specs.Spec, error) {
 	if c.Spec != nil {
 		return c.Spec, nil
@@ -558,7 +559,7 @@ func (s *Store) Delete(c *Container) error {
 // its files, what is left of them. A process that dies in between leaves a
 // directory that the next reclaim removes.
 func (s *Store) Unlist(c *Container) (reclaim func() error, err error) {
-	return s.unlist(c, true)
+	return s.unlist(c, false)
 }
 
 // UnlistExited is Unlist for a container that has just exited, by its
@@ -569,24 +570,24 @@ func (s *Store) Unlist(c *Container) (reclaim func() error, err error) {
 // the union there before it calls reclaim (which unmounts whatever is
 // left before it removes anything).
 func (s *Store) UnlistExited(c *Container) (reclaim func() error, err error) {
-	return s.unlist(c, false)
+	return s.unlist(c, true)
 }
 
-func (s *Store) unlist(c *Container, cgroups bool) (reclaim func() error, err error) {
+// unlist is Unlist, or UnlistExited when byMonitor: the monitor removes
+// the cgroups itself, and unmounts the union after the rename.
+func (s *Store) unlist(c *Container, byMonitor bool) (reclaim func() error, err error) {
 	unlock, err := s.Lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if cgroups {
+	if !byMonitor {
 		st, _ := s.State(c)
 		if st != nil && st.Cgroup != nil {
 			if err := st.Cgroup.Destroy(); err != nil {
 				return nil, err
 			}
 		}
-	}
-	if cgroups { // else the monitor unmounts, after the rename
 		if err := unmountAll(c.File("merged")); err != nil {
 			return nil, err
 		}

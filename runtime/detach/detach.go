@@ -222,10 +222,9 @@ func stubForwards() []os.Signal {
 // fire up to 500 us late, which none of its waits notices. The container
 // gets the caller's slack back (CallerTimerSlack, passed to init; its
 // "default" slack, what prctl(PR_SET_TIMERSLACK, 0) goes back to, stays
-// the one it inherited, 500 us); a FUSE
-// server of another storage driver that a run starts (fuse-overlayfs,
-// unionfs-fuse) keeps the raised one, which its request loop, with no
-// timers, does not notice either.
+// the one it inherited, 500 us). A FUSE server of another storage driver
+// that a run starts (fuse-overlayfs, unionfs-fuse) keeps the raised one,
+// which its request loop, with no timers, does not notice either.
 const RunTimerSlack = time.Duration(C.LAMINA_RUN_SLACK)
 
 // CallerTimerSlack returns the timer slack of the process that ran
