@@ -1520,13 +1520,13 @@ static struct {
 	int started[AHEAD_THREADS];
 	int root;
 	int on;
-} early = {.root = -1};
+} prelook = {.root = -1};
 
 // early_look_ahead starts AHEAD_THREADS threads looking up the paths of
 // the look-ahead in buf, inside its root. One it cannot read, or a second
 // one, is ignored: the bootstrap says everything init must know.
 static void early_look_ahead(const unsigned char *buf, size_t len) {
-	if (early.on || len < 8 || u32(buf + 4) != FLAT_PROTOCOL)
+	if (prelook.on || len < 8 || u32(buf + 4) != FLAT_PROTOCOL)
 		return;
 	const char *rootfs = NULL;
 	const char *paths[AHEAD_MAX];
@@ -1547,34 +1547,34 @@ static void early_look_ahead(const unsigned char *buf, size_t len) {
 	}
 	if (!rootfs || !np)
 		return;
-	early.root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (early.root < 0)
+	prelook.root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (prelook.root < 0)
 		return;
 	size_t n = 0;
 	for (size_t i = 0; i < np; i++)
-		ahead_add(early.a, &n, AHEAD_MAX, early.root, paths[i], NULL);
-	early.w = (struct ahead_work){.a = early.a, .n = n};
+		ahead_add(prelook.a, &n, AHEAD_MAX, prelook.root, paths[i], NULL);
+	prelook.w = (struct ahead_work){.a = prelook.a, .n = n};
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 64 << 10);
 	for (size_t i = 0; i < AHEAD_THREADS && i < n; i++)
-		early.started[i] = pthread_create(&early.t[i], &attr, ahead_worker, &early.w) == 0;
+		prelook.started[i] = pthread_create(&prelook.t[i], &attr, ahead_worker, &prelook.w) == 0;
 	pthread_attr_destroy(&attr);
-	early.on = 1;
+	prelook.on = 1;
 }
 
 // early_join waits for the look-ahead's lookups (what no thread took, this
 // one makes) and reports whether there was one.
 static int early_join(void) {
-	if (!early.on)
+	if (!prelook.on)
 		return 0;
-	ahead_worker(&early.w);
+	ahead_worker(&prelook.w);
 	for (size_t i = 0; i < AHEAD_THREADS; i++)
-		if (early.started[i])
-			pthread_join(early.t[i], NULL);
-	for (size_t i = 0; i < early.w.n; i++)
-		free(early.a[i].path);
-	close(early.root);
+		if (prelook.started[i])
+			pthread_join(prelook.t[i], NULL);
+	for (size_t i = 0; i < prelook.w.n; i++)
+		free(prelook.a[i].path);
+	close(prelook.root);
 	return 1;
 }
 
