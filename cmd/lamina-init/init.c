@@ -1442,6 +1442,43 @@ static void ahead_add(struct ahead_path *a, size_t *n, size_t max, int root, con
 	a[(*n)++].path = path;
 }
 
+// AHEAD_MAX is the most paths a look-ahead takes (initproc.MaxAheadPaths).
+enum { AHEAD_MAX = 24 };
+
+// ahead_run is a look-ahead: its paths inside root, and the threads that
+// look them up.
+struct ahead_run {
+	struct ahead_path a[AHEAD_MAX];
+	struct ahead_work w;
+	pthread_t t[AHEAD_THREADS];
+	int started[AHEAD_THREADS];
+	int root;
+};
+
+// ahead_start starts at most threads threads on r's n paths, leaving the
+// last keep of them to the caller's ahead_finish.
+static void ahead_start(struct ahead_run *r, size_t n, size_t threads, size_t keep) {
+	r->w = (struct ahead_work){.a = r->a, .n = n};
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	for (size_t i = 0; i < threads && i + keep < n; i++)
+		r->started[i] = pthread_create(&r->t[i], &attr, ahead_worker, &r->w) == 0;
+	pthread_attr_destroy(&attr);
+}
+
+// ahead_finish looks up what no thread took, waits for the threads, and
+// lets go of r's paths and root.
+static void ahead_finish(struct ahead_run *r) {
+	ahead_worker(&r->w);
+	for (size_t i = 0; i < AHEAD_THREADS; i++)
+		if (r->started[i])
+			pthread_join(r->t[i], NULL);
+	for (size_t i = 0; i < r->w.n; i++)
+		free(r->a[i].path);
+	close(r->root);
+}
+
 // look_ahead looks up, in parallel, the paths of the root filesystem that
 // the setup and the command's lookup will resolve one after the other:
 // the mount points (those not below another mount) and the candidates
@@ -1452,11 +1489,12 @@ static void ahead_add(struct ahead_path *a, size_t *n, size_t max, int root, con
 // resolves there, and change nothing: what they find is resolved again
 // when it is used.
 static void look_ahead(const struct boot *b) {
-	enum { MAX = 24 };
-	struct ahead_path a[MAX];
-	memset(a, 0, sizeof(a));
+	enum { MAX = AHEAD_MAX };
+	struct ahead_run r;
+	memset(&r, 0, sizeof(r));
+	struct ahead_path *a = r.a;
 	size_t n = 0;
-	int root = open(b->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int root = r.root = open(b->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0)
 		return; // setup reports it
 	for (size_t i = 0; i < b->nmounts; i++) {
@@ -1490,43 +1528,23 @@ static void look_ahead(const struct boot *b) {
 		ahead_add(a, &n, MAX, root, "/etc/passwd", NULL);
 		ahead_add(a, &n, MAX, root, "/etc/group", NULL);
 	}
-	struct ahead_work w = {.a = a, .n = n};
-	pthread_t t[AHEAD_THREADS - 1];
-	int started[AHEAD_THREADS - 1] = {0};
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 64 << 10);
-	for (size_t i = 0; i < AHEAD_THREADS - 1 && i + 1 < n; i++)
-		started[i] = pthread_create(&t[i], &attr, ahead_worker, &w) == 0;
-	ahead_worker(&w);
-	for (size_t i = 0; i < AHEAD_THREADS - 1; i++)
-		if (started[i])
-			pthread_join(t[i], NULL);
-	pthread_attr_destroy(&attr);
-	for (size_t i = 0; i < n; i++)
-		free(a[i].path);
-	close(root);
+	// This thread is the last of AHEAD_THREADS.
+	ahead_start(&r, n, AHEAD_THREADS - 1, 1);
+	ahead_finish(&r);
 }
 
 // The look-ahead the monitor sent before the bootstrap, if any
 // (early_look_ahead): its lookups run while init waits for the bootstrap,
 // and are waited for (early_join) before init leaves the mount namespace
-// they were made in. AHEAD_MAX is initproc.MaxAheadPaths.
-enum { AHEAD_MAX = 24 };
-static struct {
-	struct ahead_path a[AHEAD_MAX];
-	struct ahead_work w;
-	pthread_t t[AHEAD_THREADS];
-	int started[AHEAD_THREADS];
-	int root;
-	int on;
-} prelook = {.root = -1};
+// they were made in.
+static struct ahead_run prelook = {.root = -1};
+static int prelook_on;
 
 // early_look_ahead starts AHEAD_THREADS threads looking up the paths of
 // the look-ahead in buf, inside its root. One it cannot read, or a second
 // one, is ignored: the bootstrap says everything init must know.
 static void early_look_ahead(const unsigned char *buf, size_t len) {
-	if (prelook.on || len < 8 || u32(buf + 4) != FLAT_PROTOCOL)
+	if (prelook_on || len < 8 || u32(buf + 4) != FLAT_PROTOCOL)
 		return;
 	const char *rootfs = NULL;
 	const char *paths[AHEAD_MAX];
@@ -1553,28 +1571,16 @@ static void early_look_ahead(const unsigned char *buf, size_t len) {
 	size_t n = 0;
 	for (size_t i = 0; i < np; i++)
 		ahead_add(prelook.a, &n, AHEAD_MAX, prelook.root, paths[i], NULL);
-	prelook.w = (struct ahead_work){.a = prelook.a, .n = n};
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 64 << 10);
-	for (size_t i = 0; i < AHEAD_THREADS && i < n; i++)
-		prelook.started[i] = pthread_create(&prelook.t[i], &attr, ahead_worker, &prelook.w) == 0;
-	pthread_attr_destroy(&attr);
-	prelook.on = 1;
+	ahead_start(&prelook, n, AHEAD_THREADS, 0);
+	prelook_on = 1;
 }
 
 // early_join waits for the look-ahead's lookups (what no thread took, this
 // one makes) and reports whether there was one.
 static int early_join(void) {
-	if (!prelook.on)
+	if (!prelook_on)
 		return 0;
-	ahead_worker(&prelook.w);
-	for (size_t i = 0; i < AHEAD_THREADS; i++)
-		if (prelook.started[i])
-			pthread_join(prelook.t[i], NULL);
-	for (size_t i = 0; i < prelook.w.n; i++)
-		free(prelook.a[i].path);
-	close(prelook.root);
+	ahead_finish(&prelook);
 	return 1;
 }
 
