@@ -246,6 +246,26 @@ func loadSpec(t *testing.T, s *Store, id string) (*Container, *specs.Spec) {
 	return c, spec
 }
 
+// mountSentinel makes target and bind-mounts on it a directory holding
+// the file it returns, which nothing that removes through the mount must
+// take; the mount goes at the test's end.
+func mountSentinel(t *testing.T, target string) string {
+	t.Helper()
+	src := t.TempDir()
+	sentinel := filepath.Join(src, "keep")
+	if err := os.WriteFile(sentinel, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unmountAll(target) })
+	return sentinel
+}
+
 // TestSweepRemoved: a removal's leftover directory is removed by the next
 // sweep, but not while its monitor lives (the monitor unmounts the union
 // there, then removes it), and never through a mount left in it: what a
@@ -256,20 +276,9 @@ func TestSweepRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := t.TempDir()
-	sentinel := filepath.Join(src, "keep")
-	if err := os.WriteFile(sentinel, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	gone := filepath.Join(s.dir, removingPrefix+NewID())
 	merged := filepath.Join(gone, "merged")
-	if err := os.MkdirAll(merged, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(src, merged, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unmountAll(merged) })
+	sentinel := mountSentinel(t, merged)
 	lock, err := os.OpenFile(filepath.Join(gone, "monitor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -305,19 +314,8 @@ func TestUnlistExitedMounted(t *testing.T) {
 	if err := s.Create(c); err != nil {
 		t.Fatal(err)
 	}
-	src := t.TempDir()
-	sentinel := filepath.Join(src, "keep")
-	if err := os.WriteFile(sentinel, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(c.File("merged"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(src, c.File("merged"), "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	old := c.File("merged")
-	t.Cleanup(func() { _ = unmountAll(old); _ = unmountAll(c.File("merged")) })
+	sentinel := mountSentinel(t, c.File("merged"))
+	t.Cleanup(func() { _ = unmountAll(c.File("merged")) }) // where it moved
 	reclaim, err := s.UnlistExited(c)
 	if err != nil {
 		t.Fatal(err)
